@@ -1,0 +1,5 @@
+"""Allow ``python -m pilothouse``."""
+
+from pilothouse.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""What every HTTP API route shares: error rendering, middleware, field types, pagination."""

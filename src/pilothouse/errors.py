@@ -1,0 +1,147 @@
+"""One error tree for all of Pilothouse.
+
+Every error carries a stable ``code`` (clients may switch on it), an HTTP ``status`` and a
+message that names the problem and, where there is one, the fix::
+
+    PilothouseError                 500 internal_error
+    ├── ConfigError                 500 config_invalid
+    ├── BadRequest                  400 bad_request
+    │   ├── InvalidJSON             400 invalid_json
+    │   ├── ValidationFailed        422 validation_error
+    │   └── BodyTooLarge            413 body_too_large
+    ├── Unauthenticated             401 missing_credentials
+    │   ├── InvalidKey              401 invalid_key
+    │   ├── KeyExpired              401 key_expired
+    │   └── KeyRevoked              401 key_revoked
+    ├── Forbidden                   403 forbidden
+    │   └── ScopeDenied             403 scope_denied
+    ├── NotFound                    404 not_found
+    ├── MethodNotAllowed            405 method_not_allowed
+    ├── Conflict                    409 conflict
+    └── StoreUnavailable            503 store_unavailable
+
+The API renders any of them as ``{"error": {"code", "message", "request_id", ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PilothouseError(Exception):
+    """Base of every error Pilothouse raises on purpose."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        """The JSON error envelope."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if request_id:
+            error["request_id"] = request_id
+        error.update(self.details)
+        return {"error": error}
+
+
+class ConfigError(PilothouseError):
+    """Settings or a config file are invalid; raised at start-up."""
+
+    code = "config_invalid"
+
+
+class BadRequest(PilothouseError):
+    """The request cannot be understood."""
+
+    status = 400
+    code = "bad_request"
+
+
+class InvalidJSON(BadRequest):
+    """The body is not well-formed JSON."""
+
+    code = "invalid_json"
+
+
+class ValidationFailed(BadRequest):
+    """The body or parameters break the schema (unknown field, wrong type, out of range)."""
+
+    status = 422
+    code = "validation_error"
+
+
+class BodyTooLarge(BadRequest):
+    """The body is larger than ``max_body_bytes``."""
+
+    status = 413
+    code = "body_too_large"
+
+
+class Unauthenticated(PilothouseError):
+    """No credentials were presented."""
+
+    status = 401
+    code = "missing_credentials"
+
+
+class InvalidKey(Unauthenticated):
+    """The presented key is malformed or unknown."""
+
+    code = "invalid_key"
+
+
+class KeyExpired(Unauthenticated):
+    """The presented key has passed its expiry."""
+
+    code = "key_expired"
+
+
+class KeyRevoked(Unauthenticated):
+    """The presented key was revoked (or its session ended)."""
+
+    code = "key_revoked"
+
+
+class Forbidden(PilothouseError):
+    """The principal may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ScopeDenied(Forbidden):
+    """A service key tried something outside its scopes."""
+
+    code = "scope_denied"
+
+
+class NotFound(PilothouseError):
+    """No such object in the caller's organization."""
+
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(PilothouseError):
+    """The route exists but not with this method."""
+
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(PilothouseError):
+    """The change clashes with the current state (a duplicate name, say)."""
+
+    status = 409
+    code = "conflict"
+
+
+class StoreUnavailable(PilothouseError):
+    """The store cannot be read or written; the request was refused, not waved through."""
+
+    status = 503
+    code = "store_unavailable"

@@ -1,0 +1,1 @@
+"""Identity: organizations, teams, users, roles, API keys, agent sessions and authentication."""

@@ -1,0 +1,78 @@
+"""Roles and what each may do. The single table every admin route consults."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """A human's role in an organization."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    SECURITY = "security"
+    FINANCE = "finance"
+    AUDITOR = "auditor"
+    MEMBER = "member"
+
+
+class Permission(StrEnum):
+    """One thing an admin route does."""
+
+    ORG_READ = "org:read"
+    ORG_CREATE = "org:create"
+    TEAMS_READ = "teams:read"
+    TEAMS_WRITE = "teams:write"
+    USERS_READ = "users:read"
+    USERS_WRITE = "users:write"
+    KEYS_OWN = "keys:own"
+    KEYS_READ_ALL = "keys:read_all"
+    KEYS_REVOKE_ANY = "keys:revoke_any"
+    KEYS_MANAGE = "keys:manage"
+    SESSIONS_READ = "sessions:read"
+    SESSIONS_WRITE = "sessions:write"
+    SESSIONS_MANAGE = "sessions:manage"
+    AUDIT_READ = "audit:read"
+
+
+_ALL_HUMANS = frozenset(Role)
+_READ = {Permission.ORG_READ, Permission.TEAMS_READ, Permission.USERS_READ, Permission.KEYS_OWN}
+
+GRANTS: dict[Role, frozenset[Permission]] = {
+    Role.OWNER: frozenset(Permission) - {Permission.ORG_CREATE},
+    Role.ADMIN: frozenset(Permission) - {Permission.ORG_CREATE},
+    Role.SECURITY: frozenset(
+        _READ
+        | {
+            Permission.KEYS_READ_ALL,
+            Permission.KEYS_REVOKE_ANY,
+            Permission.SESSIONS_READ,
+            Permission.AUDIT_READ,
+        }
+    ),
+    Role.FINANCE: frozenset(_READ | {Permission.SESSIONS_READ}),
+    Role.AUDITOR: frozenset(
+        _READ | {Permission.KEYS_READ_ALL, Permission.SESSIONS_READ, Permission.AUDIT_READ}
+    ),
+    Role.MEMBER: frozenset(_READ | {Permission.SESSIONS_READ, Permission.SESSIONS_WRITE}),
+}
+"""Role -> permissions. ORG_CREATE is granted only to owners of the root organization."""
+
+SERVICE_SCOPES = frozenset({"sessions:write", "sessions:declare"})
+"""Scopes a service key may hold: open/end sessions; declare a session and labels by header."""
+
+SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "sessions:write": frozenset({Permission.SESSIONS_WRITE}),
+    "sessions:declare": frozenset(),
+}
+
+ROLE_RANK = {Role.OWNER: 2, Role.ADMIN: 1}
+"""Only owners may grant or hold-change the owner role; admins manage everything below it."""
+
+
+def role_allows(role: Role, permission: Permission) -> bool:
+    """Whether ``role`` carries ``permission``."""
+    return permission in GRANTS[role]
+
+
+assert set(GRANTS) == set(_ALL_HUMANS)

@@ -1,0 +1,133 @@
+"""Services: the state of a running Pilothouse, built once at start-up and passed explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.types import Scope
+
+from pilothouse.audit import chain
+from pilothouse.clock import Clock, SystemClock
+from pilothouse.errors import PilothouseError, StoreUnavailable
+from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed, extract_token, load_key
+from pilothouse.identity.bootstrap import Bootstrap, bootstrap
+from pilothouse.identity.tokens import parse
+from pilothouse.settings import Settings
+from pilothouse.store import migrate
+from pilothouse.store.engine import Store
+from pilothouse.store.notify import Invalidations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need; no module globals."""
+
+    settings: Settings
+    store: Store
+    clock: Clock
+    invalidations: Invalidations
+    key_cache: KeyCache
+    last_used: LastUsed
+    authenticator: Authenticator
+    root_org_id: str = ""
+    bootstrap_result: Bootstrap | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self, *, migrate_store: bool = True) -> None:
+        """Migrate, bootstrap, and begin background work."""
+        if migrate_store:
+            await migrate.upgrade(self.store)
+        async with self.store.write() as conn:
+            self.bootstrap_result = await bootstrap(
+                conn,
+                self.clock,
+                org_name=self.settings.root_org_name,
+                admin_key=(
+                    self.settings.admin_key.get_secret_value() if self.settings.admin_key else None
+                ),
+            )
+        self.root_org_id = self.bootstrap_result.org_id
+        await self.invalidations.start()
+        self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
+
+    async def close(self) -> None:
+        """Stop background work, write what is pending, close connections."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(StoreUnavailable):
+            await self.last_used.flush(self.store)
+        await self.invalidations.stop()
+        await self.store.dispose()
+
+    async def _flush_last_used(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.last_used_flush_seconds)
+            try:
+                await self.last_used.flush(self.store)
+            except StoreUnavailable as exc:
+                log.warning("could not record key last-used times: %s", exc)
+
+    async def audit_auth_failure(
+        self, exc: PilothouseError, headers: Mapping[str, str], scope: Scope, request_id: str
+    ) -> None:
+        """Record a refused authentication in the key's organization (or the root one)."""
+        org_id, prefix = await self._failure_org(headers)
+        client = scope.get("client")
+        details: dict[str, Any] = {
+            "reason": exc.code,
+            "key": prefix,
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "client": client[0] if client else None,
+        }
+        async with self.store.write() as conn:
+            await chain.append(
+                conn,
+                self.clock,
+                org_id=org_id,
+                actor=chain.Actor("anonymous", None),
+                action="auth.failed" if exc.status == 401 else "auth.denied",
+                outcome="denied",
+                target_type="key" if prefix else None,
+                target_id=prefix,
+                request_id=request_id,
+                details=details,
+            )
+
+    async def _failure_org(self, headers: Mapping[str, str]) -> tuple[str, str | None]:
+        try:
+            parsed = parse(extract_token(headers))
+        except PilothouseError:
+            return self.root_org_id, None
+        async with self.store.read() as conn:
+            record = await load_key(conn, parsed.lookup)
+        return (record.org_id if record else self.root_org_id), parsed.prefix
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    """Wire the services for ``settings`` (nothing is connected until ``start``)."""
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.resolved_database_url())
+    the_clock = clock or SystemClock()
+    invalidations = Invalidations(store)
+    cache = KeyCache(settings.key_cache_ttl_seconds, invalidations)
+    last_used = LastUsed()
+    authenticator = Authenticator(store, the_clock, cache, last_used)
+    return Services(
+        settings=settings,
+        store=store,
+        clock=the_clock,
+        invalidations=invalidations,
+        key_cache=cache,
+        last_used=last_used,
+        authenticator=authenticator,
+    )

@@ -1,0 +1,168 @@
+"""Settings: the only module that reads the environment and configuration files.
+
+Precedence, lowest first: built-in defaults, the YAML config file (``--config``), environment
+variables (``PILOTHOUSE_*``), then explicit overrides from the command line.  Secrets in config
+files are references (``{"$env": "NAME"}`` or ``{"$file": "path"}``), never values.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from pilothouse.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7450
+DEFAULT_DATA_DIR = Path(".pilothouse")
+ENV_PREFIX = "PILOTHOUSE_"
+
+
+class Settings(BaseModel):
+    """Server settings, validated once at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(DEFAULT_HOST, description="Address the server binds.")
+    port: int = Field(DEFAULT_PORT, ge=1, le=65535, description="TCP port the server binds.")
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="Directory for the embedded SQLite store.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the store; empty means SQLite in data_dir. "
+        "postgresql:// URLs use the asyncpg driver.",
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="Owner key to install on first start instead of generating one."
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    key_cache_ttl_seconds: float = Field(
+        60.0, gt=0, description="How long a verified key stays cached without a re-read."
+    )
+    last_used_flush_seconds: float = Field(
+        15.0, gt=0, description="How often key last-used times are written to the store."
+    )
+    invalidation_poll_seconds: float = Field(
+        0.5,
+        gt=0,
+        le=1.0,
+        description="Cross-replica cache invalidation poll interval (PostgreSQL backstop).",
+    )
+    root_org_name: str = Field("default", description="Name of the organization made at bootstrap.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    def resolved_database_url(self) -> str:
+        """The store URL with the async driver named."""
+        if not self.database_url:
+            return f"sqlite+aiosqlite:///{self.data_dir / 'pilothouse.db'}"
+        return normalise_database_url(self.database_url)
+
+
+def normalise_database_url(url: str) -> str:
+    """Name the async driver for a plain ``postgresql://`` or ``sqlite://`` URL."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+_ENV_FIELDS = {
+    "HOST": "host",
+    "PORT": "port",
+    "DATA_DIR": "data_dir",
+    "DATABASE_URL": "database_url",
+    "ADMIN_KEY": "admin_key",
+    "MAX_BODY_BYTES": "max_body_bytes",
+    "KEY_CACHE_TTL_SECONDS": "key_cache_ttl_seconds",
+    "LAST_USED_FLUSH_SECONDS": "last_used_flush_seconds",
+    "INVALIDATION_POLL_SECONDS": "invalidation_poll_seconds",
+    "LOG_LEVEL": "log_level",
+}
+
+
+def resolve_secret_ref(value: Any, *, base_dir: Path) -> Any:
+    """Turn ``{"$env": NAME}`` / ``{"$file": path}`` into the value they point at."""
+    if isinstance(value, Mapping) and len(value) == 1:
+        ((kind, ref),) = value.items()
+        if kind == "$env":
+            if ref not in os.environ:
+                raise ConfigError(f"config refers to environment variable {ref!r}, which is unset")
+            return os.environ[ref]
+        if kind == "$file":
+            path = (base_dir / str(ref)).expanduser()
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"config refers to file {str(path)!r}: {exc.strerror}") from exc
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping of settings."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
+    return {k: resolve_secret_ref(v, base_dir=path.parent) for k, v in raw.items()}
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given by ``PILOTHOUSE_*`` environment variables."""
+    return {
+        field: environ[ENV_PREFIX + name]
+        for name, field in _ENV_FIELDS.items()
+        if environ.get(ENV_PREFIX + name)
+    }
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from defaults, the config file, the environment and overrides."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        values.update(read_config_file(config_file))
+    values.update(read_env(os.environ if environ is None else environ))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+class ClientSettings(BaseModel):
+    """Where the CLI finds a running server and which key it presents."""
+
+    url: str = "http://127.0.0.1:7450"
+    api_key: SecretStr | None = None
+
+
+def load_client_settings(url: str | None, key: str | None) -> ClientSettings:
+    """CLI connection settings: flags win over ``PILOTHOUSE_URL`` / ``PILOTHOUSE_API_KEY``."""
+    env_url = os.environ.get("PILOTHOUSE_URL")
+    env_key = os.environ.get("PILOTHOUSE_API_KEY")
+    chosen_key = key or env_key
+    return ClientSettings(
+        url=(url or env_url or ClientSettings().url).rstrip("/"),
+        api_key=SecretStr(chosen_key) if chosen_key else None,
+    )
+

@@ -1,0 +1,1 @@
+"""The store: engine, connections, schema wiring and migrations. Domains own their tables."""
