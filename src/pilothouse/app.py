@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,7 +22,11 @@ from pilothouse.store import migrate
 
 
 def build_app(
-    settings: Settings, *, clock: Clock | None = None, services: Services | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    services: Services | None = None,
+    on_started: Callable[[Services], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The Pilothouse ASGI application for ``settings``."""
     svc = services or build_services(settings, clock)
@@ -30,6 +34,8 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await svc.start()
+        if on_started is not None:
+            await on_started(svc)
         try:
             yield
         finally:

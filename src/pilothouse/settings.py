@@ -165,4 +165,3 @@ def load_client_settings(url: str | None, key: str | None) -> ClientSettings:
         url=(url or env_url or ClientSettings().url).rstrip("/"),
         api_key=SecretStr(chosen_key) if chosen_key else None,
     )
-

@@ -18,7 +18,8 @@ def _no_nul(value: str) -> str:
 
 Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
 Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+    str,
+    StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
     AfterValidator(_no_nul),
 ]
 ShortText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]

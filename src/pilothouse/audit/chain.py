@@ -171,7 +171,7 @@ async def verify(
 
 
 def _check(
-    row: Mapping[str, Any],
+    row: Any,
     expected_seq: int,
     prev_hash: str,
     checkpoint: tuple[int, str] | None,

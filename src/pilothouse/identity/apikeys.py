@@ -14,11 +14,11 @@ from pilothouse.api.pagination import page_query, split_page
 from pilothouse.api.types import Body, LabelKey, ObjectId, Page, ShortText
 from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from pilothouse.ids import new_id
 from pilothouse.identity.roles import SERVICE_SCOPES, Permission
 from pilothouse.identity.tables import api_keys
 from pilothouse.identity.tokens import IssuedToken, KeyKind, issue
 from pilothouse.identity.users import get_user
+from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 
@@ -54,7 +54,9 @@ class KeyCreate(Body):
     kind: Literal["user", "service"] = "user"
     name: ShortText = ""
     user_id: ObjectId | None = None
-    expires_in_seconds: Annotated[int, Field(ge=60, le=int(MAX_KEY_LIFETIME.total_seconds()))] | None = None
+    expires_in_seconds: (
+        Annotated[int, Field(ge=60, le=int(MAX_KEY_LIFETIME.total_seconds()))] | None
+    ) = None
     scopes: Annotated[list[Literal["sessions:write", "sessions:declare"]], Field(max_length=8)] = []
     allowed_labels: Annotated[list[LabelKey | Literal["*"]], Field(max_length=64)] = []
 
@@ -147,7 +149,9 @@ def _visible(ctx: RequestContext, row: Any) -> bool:
 async def create_key(store: Store, ctx: RequestContext, body: KeyCreate) -> KeyCreated:
     """Make a key; only keys:manage may make service keys or keys for other users."""
     now = ctx.clock.now()
-    expires_at = now + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
+    expires_at = (
+        now + timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
+    )
     principal = ctx.principal
     async with store.write() as conn:
         if body.kind == "service":
@@ -242,7 +246,9 @@ async def revoke_key(
         own = row["user_id"] is not None and row["user_id"] == ctx.principal.user_id
         if not own and not ctx.principal.can(Permission.KEYS_REVOKE_ANY):
             if _visible(ctx, row):
-                raise Forbidden("revoking another user's key needs the owner, admin or security role")
+                raise Forbidden(
+                    "revoking another user's key needs the owner, admin or security role"
+                )
             raise NotFound(f"key {key_id} not found")
         if row["revoked_at"] is not None:
             raise Conflict(f"key {key_id} is already revoked")

@@ -143,9 +143,7 @@ def extract_token(headers: Mapping[str, str]) -> str:
     api_key = headers.get("x-api-key", "").strip()
     if api_key:
         return api_key
-    raise Unauthenticated(
-        "no API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
-    )
+    raise Unauthenticated("no API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
 
 
 class Authenticator:

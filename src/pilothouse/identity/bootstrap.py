@@ -39,7 +39,9 @@ async def bootstrap(
         org_id = await insert_org(conn, org_name, is_root=True, now=now)
         owner_id = await insert_user(conn, org_id, OWNER_EMAIL, "Owner", Role.OWNER, now)
         issued = from_plaintext(KeyKind.USER, admin_key) if admin_key else None
-        key = await insert_user_key(conn, org_id, owner_id, "bootstrap owner key", now, issued=issued)
+        key = await insert_user_key(
+            conn, org_id, owner_id, "bootstrap owner key", now, issued=issued
+        )
         await chain.append(
             conn,
             clock,

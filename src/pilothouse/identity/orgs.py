@@ -13,10 +13,10 @@ from pilothouse.api.types import Body, Email, Name, ShortText
 from pilothouse.audit import chain
 from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, NotFound
-from pilothouse.ids import new_id
 from pilothouse.identity import apikeys, users
 from pilothouse.identity.roles import Role
 from pilothouse.identity.tables import organizations
+from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
 
 

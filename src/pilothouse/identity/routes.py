@@ -252,7 +252,9 @@ async def list_sessions(
     use_case: Annotated[str | None, Query(max_length=200)] = None,
     repository: Annotated[str | None, Query(max_length=400)] = None,
     agent_kind: Annotated[str | None, Query(max_length=200)] = None,
-    label: Annotated[list[str], Query(description="key=value; repeat to AND", max_length=32)] = [],
+    label: Annotated[
+        list[str] | None, Query(description="key=value; repeat to AND", max_length=32)
+    ] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     limit: PageSize = 50,
@@ -267,7 +269,7 @@ async def list_sessions(
         use_case=use_case,
         repository=repository,
         agent_kind=agent_kind,
-        labels=sessions.parse_label_filters(label),
+        labels=sessions.parse_label_filters(label or []),
         created_after=created_after,
         created_before=created_before,
     )

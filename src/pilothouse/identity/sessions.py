@@ -15,7 +15,6 @@ from pilothouse.api.pagination import page_query, split_page
 from pilothouse.api.types import Body, Labels, NameList, ObjectId, Page, ShortText, Text
 from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from pilothouse.ids import new_id
 from pilothouse.identity.apikeys import KeyCreated, insert_key, revoke_in
 from pilothouse.identity.labels import LABEL_KEY_RE
 from pilothouse.identity.roles import Permission
@@ -23,6 +22,7 @@ from pilothouse.identity.tables import agent_sessions, api_keys, session_labels
 from pilothouse.identity.teams import get_team
 from pilothouse.identity.tokens import KeyKind
 from pilothouse.identity.users import get_user
+from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 
@@ -152,7 +152,9 @@ def _view(row: Any) -> SessionView:
 def _select() -> Any:
     return select(agent_sessions, api_keys.c.prefix.label("key_prefix")).outerjoin(
         api_keys,
-        and_(api_keys.c.session_id == agent_sessions.c.id, api_keys.c.kind == KeyKind.SESSION.value),
+        and_(
+            api_keys.c.session_id == agent_sessions.c.id, api_keys.c.kind == KeyKind.SESSION.value
+        ),
     )
 
 
@@ -174,9 +176,7 @@ async def get_session(conn: AsyncConnection, org_id: str, session_id: str) -> Se
     return _view(row)
 
 
-async def create_session(
-    store: Store, ctx: RequestContext, body: SessionCreate
-) -> SessionCreated:
+async def create_session(store: Store, ctx: RequestContext, body: SessionCreate) -> SessionCreated:
     """Open a session and mint its key; the key ends with the session or its TTL."""
     principal = ctx.principal
     user_id = body.user_id or principal.user_id
@@ -391,4 +391,3 @@ async def _revoke_session_keys(
         await revoke_in(conn, invalidations, key_id, now)
     await invalidations.publish(conn, "session", session_id)
     return key_ids
-

@@ -113,9 +113,7 @@ session_labels = Table(
     "session_labels",
     metadata,
     Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
-    Column(
-        "session_id", ID, ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True
-    ),
+    Column("session_id", ID, ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True),
     Column("key", String(63), primary_key=True),
     Column("value", NAME, nullable=False),
     Index("ix_session_labels_lookup", "org_id", "key", "value"),

@@ -13,9 +13,9 @@ from pilothouse.api.pagination import page_query, split_page
 from pilothouse.api.types import Body, Name, ObjectId, Page, Text
 from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, NotFound
-from pilothouse.ids import new_id
 from pilothouse.identity.tables import agent_sessions, team_members, teams
 from pilothouse.identity.users import get_user
+from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
 
 
@@ -123,9 +123,7 @@ async def read_team(store: Store, ctx: RequestContext, team_id: str) -> TeamView
 async def create_team(store: Store, ctx: RequestContext, body: TeamCreate) -> TeamView:
     """Make a team."""
     async with store.write() as conn:
-        team_id = await insert_team(
-            conn, ctx.org_id, body.name, body.description, ctx.clock.now()
-        )
+        team_id = await insert_team(conn, ctx.org_id, body.name, body.description, ctx.clock.now())
         await ctx.audit(
             conn, "team.created", target_type="team", target_id=team_id, details={"name": body.name}
         )

@@ -13,9 +13,9 @@ from pilothouse.api.pagination import page_query, split_page
 from pilothouse.api.types import Body, Email, Page, ShortText
 from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, Forbidden, NotFound
-from pilothouse.ids import new_id
 from pilothouse.identity.roles import Role
 from pilothouse.identity.tables import team_members, users
+from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 
@@ -74,11 +74,7 @@ async def insert_user(
 async def get_user(conn: AsyncConnection, org_id: str, user_id: str) -> UserView:
     """One user of ``org_id``; another organization's user is NotFound."""
     row = (
-        (
-            await conn.execute(
-                select(users).where(users.c.id == user_id, users.c.org_id == org_id)
-            )
-        )
+        (await conn.execute(select(users).where(users.c.id == user_id, users.c.org_id == org_id)))
         .mappings()
         .one_or_none()
     )

@@ -89,7 +89,7 @@ class Invalidations:
             try:
                 conn = await asyncpg.connect(dsn, timeout=5)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 # Anything published while we were not listening is unknown: drop it all.
                 self._deliver(ALL, ALL)

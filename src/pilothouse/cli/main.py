@@ -1,0 +1,29 @@
+"""The ``pilothouse`` command: wiring of the command groups."""
+
+from __future__ import annotations
+
+import typer
+
+from pilothouse import __version__
+from pilothouse.cli import serve
+
+app = typer.Typer(
+    name="pilothouse",
+    help="Pilothouse: the control plane for software agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+app.command("demo")(serve.demo)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the Pilothouse version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
