@@ -43,14 +43,11 @@ def run_server(settings: Settings, *, banner: str) -> None:
         result = services.bootstrap_result
         url = f"http://{settings.host}:{settings.port}"
         lines = [f"{banner} on [bold]{url}[/bold]", f"store: {_describe_store(settings)}"]
-        if result is not None and result.owner_token:
-            lines += [
-                "",
-                "First start: an owner key was created. It is shown [bold]once[/bold]:",
-                f"  [bold green]{result.owner_token}[/bold green]",
-                f"  export PILOTHOUSE_URL={url} PILOTHOUSE_API_KEY=<the key above>",
-            ]
         err.print(Panel("\n".join(lines), title="Pilothouse", expand=False))
+        if result is not None and result.owner_token:
+            err.print("First start: an owner key was created. It is shown [bold]once[/bold]:")
+            err.print(f"  [bold green]{result.owner_token}[/bold green]", soft_wrap=True)
+            err.print(f"  export PILOTHOUSE_URL={url} PILOTHOUSE_API_KEY=<the key above>")
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -9,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
 from pilothouse.store.engine import Store
+
+log = logging.getLogger(__name__)
 
 # Any fixed number: replicas starting together take turns to migrate.
 _MIGRATION_LOCK = 7_450_001
@@ -23,6 +28,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest migration the code knows."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
@@ -45,7 +51,11 @@ async def upgrade(store: Store, revision: str = "head") -> None:
     async with store.write() as conn:
         if store.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        before = await conn.run_sync(_current)
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), revision))
+        after = await conn.run_sync(_current)
+    if before != after:
+        log.info("store migrated from %s to %s", before or "empty", after)
 
 
 async def downgrade(store: Store, revision: str) -> None:
