@@ -60,12 +60,17 @@ def build_app(
 
 
 def _health_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> dict[str, Any]:
         """The process is up."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"model": errors.ErrorEnvelope}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="The store answers and is migrated",
+        responses={503: {"model": errors.ErrorEnvelope}},
+    )
     async def readyz(request: Request) -> Any:
         """The store answers and its migrations are current."""
         svc: Services = request.app.state.services

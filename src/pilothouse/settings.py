@@ -48,11 +48,12 @@ class Settings(BaseModel):
     last_used_flush_seconds: float = Field(
         15.0, gt=0, description="How often key last-used times are written to the store."
     )
-    invalidation_poll_seconds: float = Field(
+    invalidation_reconnect_seconds: float = Field(
         0.5,
         gt=0,
-        le=1.0,
-        description="Cross-replica cache invalidation poll interval (PostgreSQL backstop).",
+        le=5.0,
+        description="PostgreSQL: how soon a replica listens again for cache invalidations after"
+        " losing its connection (its caches are bypassed meanwhile).",
     )
     root_org_name: str = Field("default", description="Name of the organization made at bootstrap.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
@@ -74,20 +75,6 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(plain):
             return driver + url[len(plain) :]
     return url
-
-
-_ENV_FIELDS = {
-    "HOST": "host",
-    "PORT": "port",
-    "DATA_DIR": "data_dir",
-    "DATABASE_URL": "database_url",
-    "ADMIN_KEY": "admin_key",
-    "MAX_BODY_BYTES": "max_body_bytes",
-    "KEY_CACHE_TTL_SECONDS": "key_cache_ttl_seconds",
-    "LAST_USED_FLUSH_SECONDS": "last_used_flush_seconds",
-    "INVALIDATION_POLL_SECONDS": "invalidation_poll_seconds",
-    "LOG_LEVEL": "log_level",
-}
 
 
 def resolve_secret_ref(value: Any, *, base_dir: Path) -> Any:
@@ -120,12 +107,17 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return {k: resolve_secret_ref(v, base_dir=path.parent) for k, v in raw.items()}
 
 
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return ENV_PREFIX + field.upper()
+
+
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     """The settings given by ``PILOTHOUSE_*`` environment variables."""
     return {
-        field: environ[ENV_PREFIX + name]
-        for name, field in _ENV_FIELDS.items()
-        if environ.get(ENV_PREFIX + name)
+        field: environ[env_name(field)]
+        for field in Settings.model_fields
+        if environ.get(env_name(field))
     }
 
 

@@ -1,0 +1,74 @@
+"""Reference sections of the docs generated from the code, so they cannot drift from it.
+
+``python -m pilothouse.reference`` rewrites the marked sections of docs/configuration.md and
+docs/api.md; a test fails when a committed section differs from what the code renders.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from pilothouse.settings import Settings, env_name
+
+SECTIONS = {
+    "docs/configuration.md": "settings",
+    "docs/api.md": "routes",
+}
+
+
+def render_settings() -> str:
+    """A Markdown table of every setting: key, environment variable, default, meaning."""
+    rows = ["| setting (YAML key) | environment variable | default | meaning |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default: Any = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        if isinstance(default, SecretStr):
+            shown = "unset"
+        rows.append(f"| `{name}` | `{env_name(name)}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+def render_routes() -> str:
+    """A Markdown table of every HTTP route: method, path, summary, permission needed."""
+    from pilothouse.app import build_app
+
+    spec = build_app(Settings()).openapi()
+    rows = ["| method | path | what it does |", "|---|---|---|"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            rows.append(f"| {method.upper()} | `{path}` | {operation.get('summary', '')} |")
+    return "\n".join(rows)
+
+
+RENDERERS = {"settings": render_settings, "routes": render_routes}
+
+
+def _replace(text: str, name: str, body: str) -> str:
+    pattern = re.compile(
+        rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", flags=re.DOTALL
+    )
+    if not pattern.search(text):
+        raise ValueError(f"markers for section {name!r} not found")
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+
+
+def rendered(path: Path, name: str) -> str:
+    """The file's text with section ``name`` freshly rendered."""
+    return _replace(path.read_text(), name, RENDERERS[name]())
+
+
+def main(root: Path) -> None:
+    """Rewrite every generated section under ``root``."""
+    for relative, name in SECTIONS.items():
+        path = root / relative
+        path.write_text(rendered(path, name))
+        sys.stdout.write(f"updated {relative} ({name})\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.cwd())
