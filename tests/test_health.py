@@ -54,3 +54,12 @@ async def test_an_unreachable_store_refuses_requests_instead_of_waving_them_thro
     assert call.status_code == 503
     assert call.json()["error"]["code"] == "store_unavailable"
     assert "store" in call.json()["error"]["message"]
+
+
+async def test_a_refused_key_is_not_answered_when_its_audit_event_cannot_be_written(
+    unreachable: Services,
+) -> None:
+    async with await _client(unreachable) as client:
+        call = await client.get("/api/v1/whoami", headers=bearer("not-a-pilothouse-key"))
+    assert call.status_code == 503
+    assert call.json()["error"]["code"] == "store_unavailable"

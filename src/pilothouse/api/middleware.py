@@ -58,8 +58,13 @@ class ApiMiddleware:
             try:
                 state["principal"] = await services.authenticator.authenticate(headers)
             except (Unauthenticated, Forbidden) as exc:
-                await services.audit_auth_failure(exc, headers, scope, request_id)
-                await _reply(scope, receive, send, exc, request_id)
+                refusal: PilothouseError = exc
+                try:
+                    await services.audit_auth_failure(exc, headers, scope, request_id)
+                except PilothouseError as audit_exc:
+                    # No audit event, no answer but an error: the store is down, fail closed.
+                    refusal = audit_exc
+                await _reply(scope, receive, send, refusal, request_id)
                 return
             except PilothouseError as exc:
                 await _reply(scope, receive, send, exc, request_id)
