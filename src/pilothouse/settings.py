@@ -77,14 +77,14 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def resolve_secret_ref(value: Any, *, base_dir: Path) -> Any:
+def resolve_secret_ref(value: Any, *, base_dir: Path, environ: Mapping[str, str]) -> Any:
     """Turn ``{"$env": NAME}`` / ``{"$file": path}`` into the value they point at."""
     if isinstance(value, Mapping) and len(value) == 1:
         ((kind, ref),) = value.items()
         if kind == "$env":
-            if ref not in os.environ:
+            if ref not in environ:
                 raise ConfigError(f"config refers to environment variable {ref!r}, which is unset")
-            return os.environ[ref]
+            return environ[ref]
         if kind == "$file":
             path = (base_dir / str(ref)).expanduser()
             try:
@@ -94,7 +94,7 @@ def resolve_secret_ref(value: Any, *, base_dir: Path) -> Any:
     return value
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     """Read a YAML config file into a mapping of settings."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -104,7 +104,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
-    return {k: resolve_secret_ref(v, base_dir=path.parent) for k, v in raw.items()}
+    return {
+        k: resolve_secret_ref(v, base_dir=path.parent, environ=environ) for k, v in raw.items()
+    }
 
 
 def env_name(field: str) -> str:
@@ -127,10 +129,11 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build Settings from defaults, the config file, the environment and overrides."""
+    env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     if config_file is not None:
-        values.update(read_config_file(config_file))
-    values.update(read_env(os.environ if environ is None else environ))
+        values.update(read_config_file(config_file, env))
+    values.update(read_env(env))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return Settings(**values)

@@ -4,12 +4,9 @@ within two seconds, although the other holds it in its cache with a one-hour lif
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -17,28 +14,9 @@ import pytest
 
 from pilothouse.identity.tokens import KeyKind, issue
 from tests.conftest import _truncate, bearer
+from tests.servers import pilothouse_process
 
 REVOCATION_BOUND_SECONDS = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], deadline_s: float = 30) -> None:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not become ready")
 
 
 @pytest.fixture
@@ -47,41 +25,16 @@ def two_replicas(pg_url: str, tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     asyncio.run(_truncate(pg_url))
     admin_key = issue(KeyKind.USER).token
     env = {
-        **os.environ,
         "PILOTHOUSE_DATABASE_URL": pg_url,
         "PILOTHOUSE_ADMIN_KEY": admin_key,
         "PILOTHOUSE_KEY_CACHE_TTL_SECONDS": "3600",
         "PILOTHOUSE_LOG_LEVEL": "warning",
     }
-    processes: list[subprocess.Popen[bytes]] = []
-    urls = []
-    try:
-        for name in ("a", "b"):
-            port = _free_port()
-            log = (tmp_path / f"{name}.log").open("wb")
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "pilothouse", "serve", "--port", str(port)],
-                    env=env,
-                    cwd=tmp_path,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-            log.close()
-            urls.append(f"http://127.0.0.1:{port}")
-            # Start one at a time: the first migrates and bootstraps, the second finds it done.
-            _wait_healthy(urls[-1], processes[-1])
-        yield urls[0], urls[1], admin_key
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+    with ExitStack() as stack:
+        # One at a time: the first migrates and bootstraps, the second finds it done.
+        url_a, _ = stack.enter_context(pilothouse_process(["serve"], tmp_path, env))
+        url_b, _ = stack.enter_context(pilothouse_process(["serve"], tmp_path, env))
+        yield url_a, url_b, admin_key
 
 
 def test_a_key_revoked_on_one_replica_is_refused_by_the_other_within_two_seconds(
