@@ -23,7 +23,10 @@ SECTIONS = {
 
 def render_settings() -> str:
     """A Markdown table of every setting: key, environment variable, default, meaning."""
-    rows = ["| setting (YAML key) | environment variable | default | meaning |", "|---|---|---|---|"]
+    rows = [
+        "| setting (YAML key) | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
     for name, field in Settings.model_fields.items():
         default: Any = field.default
         shown = "unset" if default is None else f"`{default}`"
@@ -49,9 +52,7 @@ RENDERERS = {"settings": render_settings, "routes": render_routes}
 
 
 def _replace(text: str, name: str, body: str) -> str:
-    pattern = re.compile(
-        rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", flags=re.DOTALL
-    )
+    pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", flags=re.DOTALL)
     if not pattern.search(text):
         raise ValueError(f"markers for section {name!r} not found")
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)

@@ -118,9 +118,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(settings.resolved_database_url())
     the_clock = clock or SystemClock()
-    invalidations = Invalidations(
-        store, reconnect_seconds=settings.invalidation_reconnect_seconds
-    )
+    invalidations = Invalidations(store, reconnect_seconds=settings.invalidation_reconnect_seconds)
     cache = KeyCache(settings.key_cache_ttl_seconds, invalidations)
     last_used = LastUsed()
     authenticator = Authenticator(store, the_clock, cache, last_used)

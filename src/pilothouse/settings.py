@@ -104,9 +104,7 @@ def read_config_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
-    return {
-        k: resolve_secret_ref(v, base_dir=path.parent, environ=environ) for k, v in raw.items()
-    }
+    return {k: resolve_secret_ref(v, base_dir=path.parent, environ=environ) for k, v in raw.items()}
 
 
 def env_name(field: str) -> str:

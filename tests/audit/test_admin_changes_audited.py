@@ -119,3 +119,19 @@ async def test_refused_authentication_and_authorization_are_audited(api: Api) ->
     assert failed["action"] == "auth.failed"
     assert failed["details"]["reason"] == "invalid_key"
     assert failed["actor"]["kind"] == "anonymous"
+
+
+async def test_the_log_pages_back_with_before_seq_and_follows_with_after_seq(api: Api) -> None:
+    for i in range(5):
+        await api.ok("POST", "/api/v1/teams", json={"name": f"t{i}"})
+    newest = (await api.ok("GET", "/api/v1/audit/events", params={"limit": 2}))["data"]
+    older = await api.ok(
+        "GET", "/api/v1/audit/events", params={"limit": 2, "before_seq": newest[-1]["seq"]}
+    )
+    seqs = [e["seq"] for e in newest + older["data"]]
+    assert seqs == list(range(seqs[0], seqs[0] - 4, -1))
+    follow = await api.ok("GET", "/api/v1/audit/events", params={"after_seq": seqs[-1]})
+    assert [e["seq"] for e in follow["data"]] == sorted(seqs[:-1])
+    assert follow["next_after_seq"] == seqs[0]
+    both = await api.call("GET", "/api/v1/audit/events", params={"after_seq": 1, "before_seq": 3})
+    assert both.status_code == 422

@@ -100,6 +100,8 @@ async def test_sessions_list_filters_by_context_and_labels(api: Api) -> None:
     assert await ids(label="env=ci") == {a["session"]["id"]}
     assert await ids(label=["env=prod", "tier=1"]) == {b["session"]["id"]}
     assert await ids(label=["env=prod", "tier=2"]) == set()
+    assert await ids(label=["tier=1", "tier=2"]) == set()
+    assert await ids(label=["tier=2", "tier=1"]) == set()
 
 
 async def test_sessions_list_pages_newest_first(api: Api) -> None:

@@ -98,8 +98,10 @@ async def list_events(
     target_id: str | None,
     after_seq: int | None,
     limit: int,
+    before_seq: int | None = None,
 ) -> EventPage:
-    """Events of the caller's organization: newest first, or in order after ``after_seq``."""
+    """Events of the caller's organization: newest first (before ``before_seq``, to page back),
+    or in order after ``after_seq`` (to follow)."""
     query = select(audit_events).where(audit_events.c.org_id == ctx.org_id)
     if action:
         if action.endswith("*"):
@@ -113,6 +115,8 @@ async def list_events(
     if after_seq is not None:
         query = query.where(audit_events.c.seq > after_seq).order_by(audit_events.c.seq)
     else:
+        if before_seq is not None:
+            query = query.where(audit_events.c.seq < before_seq)
         query = query.order_by(audit_events.c.seq.desc())
     async with store.read() as conn:
         rows = (await conn.execute(query.limit(limit))).mappings().all()

@@ -10,6 +10,7 @@ from pilothouse.api.deps import ERROR_RESPONSES, require, services_of
 from pilothouse.api.types import Limit
 from pilothouse.audit import events
 from pilothouse.context import RequestContext
+from pilothouse.errors import ValidationFailed
 from pilothouse.identity.roles import Permission
 from pilothouse.services import Services
 
@@ -30,9 +31,14 @@ async def list_events(
     after_seq: Annotated[
         int | None, Query(ge=0, le=2**62, description="follow: events after this seq, in order")
     ] = None,
+    before_seq: Annotated[
+        int | None, Query(ge=0, le=2**62, description="page back: events before this seq")
+    ] = None,
     limit: Limit = 50,
 ) -> events.EventPage:
     """Events of the organization: newest first, or (with after_seq) in order from a point."""
+    if after_seq is not None and before_seq is not None:
+        raise ValidationFailed("give after_seq (follow) or before_seq (page back), not both")
     return await events.list_events(
         svc.store,
         ctx,
@@ -40,6 +46,7 @@ async def list_events(
         actor_id=actor_id,
         target_id=target_id,
         after_seq=after_seq,
+        before_seq=before_seq,
         limit=limit,
     )
 

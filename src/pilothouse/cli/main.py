@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import serve
+from pilothouse.cli import audit, keys, orgs, serve, sessions, teams, users
 
 app = typer.Typer(
     name="pilothouse",
@@ -16,6 +16,13 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.command("demo")(serve.demo)
+app.command("whoami")(keys.whoami)
+app.add_typer(keys.app)
+app.add_typer(users.app)
+app.add_typer(teams.app)
+app.add_typer(sessions.app)
+app.add_typer(audit.app)
+app.add_typer(orgs.app)
 
 
 @app.command("version")

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
 from rich.panel import Panel
 
-from pilothouse.app import build_app
 from pilothouse.errors import ConfigError
-from pilothouse.services import Services
 from pilothouse.settings import DEFAULT_DATA_DIR, Settings, load_settings
+
+if TYPE_CHECKING:
+    from pilothouse.services import Services
 
 err = Console(stderr=True)
 
@@ -52,6 +52,11 @@ def run_server(settings: Settings, *, banner: str) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    # Imported here so that client commands (which never serve) start fast.
+    import uvicorn
+
+    from pilothouse.app import build_app
+
     app = build_app(settings, on_started=announce)
     config = uvicorn.Config(
         app,

@@ -125,20 +125,20 @@ class SessionFilters(BaseModel):
     use_case: str | None = None
     repository: str | None = None
     agent_kind: str | None = None
-    labels: dict[str, str] = {}
+    labels: list[tuple[str, str]] = []
     created_after: datetime | None = None
     created_before: datetime | None = None
 
 
-def parse_label_filters(values: list[str]) -> dict[str, str]:
-    """``["k=v", ...]`` query values -> mapping; ValidationFailed names a bad one."""
-    labels: dict[str, str] = {}
+def parse_label_filters(values: list[str]) -> list[tuple[str, str]]:
+    """``["k=v", ...]`` query values -> pairs (all must hold); ValidationFailed names a bad one."""
+    pairs: list[tuple[str, str]] = []
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not LABEL_KEY_RE.match(key) or not value or "\x00" in value:
             raise ValidationFailed(f"label filter {item[:80]!r} must look like key=value")
-        labels[key] = value
-    return labels
+        pairs.append((key, value))
+    return pairs
 
 
 def _view(row: Any) -> SessionView:
@@ -267,7 +267,7 @@ async def list_sessions(
         query = query.where(agent_sessions.c.created_at >= filters.created_after)
     if filters.created_before is not None:
         query = query.where(agent_sessions.c.created_at < filters.created_before)
-    for key, value in filters.labels.items():
+    for key, value in filters.labels:
         label = session_labels.alias()
         query = query.join(
             label,

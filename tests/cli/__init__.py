@@ -1,0 +1,1 @@
+"""Tests of the CLI commands that talk to a running server."""
