@@ -23,9 +23,13 @@ async def _client(services: Services) -> httpx.AsyncClient:
 
 async def test_readyz_is_unready_while_migrations_are_pending(services: Services) -> None:
     await migrate.downgrade(services.store, "base")
-    async with await _client(services) as client:
-        response = await client.get("/readyz")
-        assert (await client.get("/healthz")).status_code == 200
+    try:
+        async with await _client(services) as client:
+            response = await client.get("/readyz")
+            assert (await client.get("/healthz")).status_code == 200
+    finally:
+        # The PostgreSQL test database is shared by the run: leave it migrated.
+        await migrate.upgrade(services.store)
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "migrations_pending"
     assert migrate.head_revision() in response.json()["error"]["message"]

@@ -135,3 +135,13 @@ async def test_the_log_pages_back_with_before_seq_and_follows_with_after_seq(api
     assert follow["next_after_seq"] == seqs[0]
     both = await api.call("GET", "/api/v1/audit/events", params={"after_seq": 1, "before_seq": 3})
     assert both.status_code == 422
+
+
+async def test_refusals_decided_inside_domain_code_are_audited_too(api: Api) -> None:
+    _, member = await api.user_with_key("member")
+    refused = await api.call("POST", "/api/v1/keys", member, json={"kind": "service"})
+    assert refused.status_code == 403
+    event = (await api.ok("GET", "/api/v1/audit/events", params={"limit": 1}))["data"][0]
+    assert event["action"] == "access.denied"
+    assert event["request_id"] == refused.headers["x-request-id"]
+    assert "service key" in event["details"]["reason"]

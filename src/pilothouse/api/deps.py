@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, Request
 
 from pilothouse.api.errors import ErrorEnvelope
-from pilothouse.audit import chain
 from pilothouse.context import RequestContext
 from pilothouse.errors import Forbidden, Unauthenticated
 from pilothouse.identity.principal import Principal
@@ -60,30 +59,14 @@ def require(permission: Permission) -> Any:
     async def dependency(request: Request) -> RequestContext:
         ctx = context_of(request)
         if not ctx.principal.can(permission):
-            await _audit_denied(services_of(request), ctx, permission, request)
             if ctx.principal.kind is KeyKind.SESSION:
-                raise Forbidden("a session key cannot call admin routes")
-            raise Forbidden(f"this needs the {permission.value} permission, which the key lacks")
+                raise Forbidden(
+                    "a session key cannot call admin routes", permission=permission.value
+                )
+            raise Forbidden(
+                f"this needs the {permission.value} permission, which the key lacks",
+                permission=permission.value,
+            )
         return ctx
 
     return Depends(dependency)
-
-
-async def _audit_denied(
-    services: Services, ctx: RequestContext, permission: Permission, request: Request
-) -> None:
-    async with services.store.write() as conn:
-        await chain.append(
-            conn,
-            services.clock,
-            org_id=ctx.org_id,
-            actor=chain.Actor(ctx.principal.actor_kind, ctx.principal.actor_id),
-            action="access.denied",
-            outcome="denied",
-            request_id=ctx.request_id,
-            details={
-                "permission": permission.value,
-                "method": request.method,
-                "path": request.url.path,
-            },
-        )

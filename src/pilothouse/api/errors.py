@@ -11,8 +11,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pilothouse.audit import chain
 from pilothouse.errors import (
     BadRequest,
+    Forbidden,
     InvalidJSON,
     MethodNotAllowed,
     NotFound,
@@ -71,11 +73,41 @@ def validation_error(exc: RequestValidationError) -> PilothouseError:
     return ValidationFailed(f"invalid request: {summary}", errors=described)
 
 
+async def _audit_denied(request: Request, exc: Forbidden) -> None:
+    """Record a refused authorization, wherever in the request it was decided."""
+    services = request.app.state.services
+    principal = request.state.principal
+    async with services.store.write() as conn:
+        await chain.append(
+            conn,
+            services.clock,
+            org_id=principal.org_id,
+            actor=chain.Actor(principal.actor_kind, principal.actor_id),
+            action="access.denied",
+            outcome="denied",
+            request_id=request_id_of(request),
+            details={
+                "reason": exc.message,
+                "method": request.method,
+                "path": request.url.path,
+                **(
+                    {"permission": exc.details["permission"]} if "permission" in exc.details else {}
+                ),
+            },
+        )
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into the envelope."""
 
     @app.exception_handler(PilothouseError)
     async def _domain(request: Request, exc: PilothouseError) -> JSONResponse:
+        if isinstance(exc, Forbidden) and getattr(request.state, "principal", None) is not None:
+            try:
+                await _audit_denied(request, exc)
+            except PilothouseError as audit_exc:
+                # The refusal could not be recorded: answer with that (fail closed).
+                return error_response(audit_exc, request_id_of(request))
         return error_response(exc, request_id_of(request))
 
     @app.exception_handler(RequestValidationError)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from pilothouse.identity.labels import LABEL_KEY_PATTERN, LABEL_VALUE_MAX, MAX_LABELS
 
@@ -16,6 +17,24 @@ def _no_nul(value: str) -> str:
     return value
 
 
+EMAIL_MAX = 320
+
+
+def _fits_lower_cased(value: str) -> str:
+    # Emails are stored lower-cased, and a few characters grow when lower-cased ("İ" -> "i̇").
+    if len(value.lower()) > EMAIL_MAX:
+        raise ValueError(f"must be at most {EMAIL_MAX} characters once lower-cased")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    # Stored times are UTC; a moment with no UTC equivalent (year 1 at +14:00) cannot be compared.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the range of times that can be expressed in UTC") from None
+
+
 Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
 Name = Annotated[
     str,
@@ -25,8 +44,11 @@ Name = Annotated[
 ShortText = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
 Email = Annotated[
     str,
-    StringConstraints(max_length=320, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$"),
+    StringConstraints(max_length=EMAIL_MAX, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$"),
+    AfterValidator(_fits_lower_cased),
 ]
+Repository = Annotated[str, StringConstraints(max_length=400), AfterValidator(_no_nul)]
+Moment = Annotated[AwareDatetime, AfterValidator(_utc)]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY_PATTERN)]
 LabelValue = Annotated[
     str, StringConstraints(min_length=1, max_length=LABEL_VALUE_MAX), AfterValidator(_no_nul)

@@ -130,7 +130,8 @@ def parse_checkpoint(raw: str | None) -> tuple[int, str] | None:
     if not raw:
         return None
     seq, sep, digest = raw.partition(":")
-    if not sep or not seq.isdigit() or len(digest) != 64 or not _is_hex(digest):
+    # isdigit() alone admits digits int() refuses, such as superscripts.
+    if not sep or not (seq.isascii() and seq.isdigit()) or len(digest) != 64 or not _is_hex(digest):
         raise ValidationFailed("checkpoint must look like SEQ:HASH (a number and 64 hex digits)")
     return int(seq), digest.lower()
 

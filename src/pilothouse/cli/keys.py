@@ -16,7 +16,7 @@ from pilothouse.cli.client import (
     connect,
     route,
 )
-from pilothouse.cli.output import print_json, show_once, show_record, show_table, when
+from pilothouse.cli.output import emit_record, print_json, show_once, show_record, show_table, when
 from pilothouse.identity.tokens import KeyKind
 
 app = typer.Typer(name="keys", help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -186,10 +186,7 @@ def show(
     """Show one API key (never its secret)."""
     with connect(url, key) as api:
         found = api.get(route("keys", key_id))
-    if json_out:
-        print_json(found)
-        return
-    show_record(key_fields(found))
+    emit_record(found, json_out, key_fields)
 
 
 @app.command("revoke")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from pilothouse.cli.client import JsonOption, KeyOption, UrlOption, connect
-from pilothouse.cli.output import print_json, show_once, show_record, when
+from pilothouse.cli.output import emit_record, print_json, show_once, show_record, when
 
 app = typer.Typer(name="orgs", help="Show or create organizations.", no_args_is_help=True)
 
@@ -27,10 +27,7 @@ def show(url: UrlOption = None, key: KeyOption = None, json_out: JsonOption = Fa
     """Show the organization your key belongs to."""
     with connect(url, key) as api:
         org = api.get("/org")
-    if json_out:
-        print_json(org)
-        return
-    show_record(org_fields(org))
+    emit_record(org, json_out, org_fields)
 
 
 @app.command("create")

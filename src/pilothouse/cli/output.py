@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import typer
@@ -86,6 +86,20 @@ def show_record(fields: Mapping[str, Any], *, title: str | None = None) -> None:
     for name, value in fields.items():
         table.add_row(name, Text(cell(value)))
     console().print(table)
+
+
+def emit_record(
+    data: Any,
+    json_out: bool,
+    fields: Callable[[Any], Mapping[str, Any]],
+    *,
+    title: str | None = None,
+) -> None:
+    """Print one API object: raw JSON for scripts, else its chosen fields as a table."""
+    if json_out:
+        print_json(data)
+    else:
+        show_record(fields(data), title=title)
 
 
 def show_once(label: str, secret: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from pilothouse.cli.client import JsonOption, KeyOption, LimitOption, UrlOption, connect, route
-from pilothouse.cli.output import print_json, show_once, show_record, show_table, when
+from pilothouse.cli.output import emit_record, print_json, show_once, show_table, when
 from pilothouse.identity.sessions import Outcome, SessionStatus
 
 app = typer.Typer(
@@ -139,10 +139,7 @@ def show(
     """Show one agent session (never its key's secret)."""
     with connect(url, key) as api:
         session = api.get(route("sessions", session_id))
-    if json_out:
-        print_json(session)
-        return
-    show_record(session_fields(session))
+    emit_record(session, json_out, session_fields)
 
 
 @app.command("end")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from pilothouse.cli.client import JsonOption, KeyOption, LimitOption, UrlOption, connect, route
-from pilothouse.cli.output import fail, print_json, show_record, show_table, when
+from pilothouse.cli.output import emit_record, fail, print_json, show_table, when
 from pilothouse.identity.roles import Role
 
 app = typer.Typer(name="users", help="List, create and update users.", no_args_is_help=True)
@@ -80,10 +80,7 @@ def create(
     """Add a user to your organization (give them a key with `keys create --user`)."""
     with connect(url, key) as api:
         user = api.post("/users", {"email": email, "name": name, "role": role.value})
-    if json_out:
-        print_json(user)
-        return
-    show_record(user_fields(user), title="User created")
+    emit_record(user, json_out, user_fields, title="User created")
 
 
 @app.command("show")
@@ -96,10 +93,7 @@ def show(
     """Show one user."""
     with connect(url, key) as api:
         user = api.get(route("users", user_id))
-    if json_out:
-        print_json(user)
-        return
-    show_record(user_fields(user))
+    emit_record(user, json_out, user_fields)
 
 
 @app.command("update")
@@ -131,7 +125,4 @@ def update(
         fail("nothing to change: give --name, --role, --disable or --enable", status=2)
     with connect(url, key) as api:
         user = api.patch(route("users", user_id), body)
-    if json_out:
-        print_json(user)
-        return
-    show_record(user_fields(user), title="User updated")
+    emit_record(user, json_out, user_fields, title="User updated")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from pilothouse.api.deps import ERROR_RESPONSES, context_of, require, services_of
-from pilothouse.api.types import Limit, ObjectId, Page
+from pilothouse.api.types import Limit, Moment, ObjectId, Page, Repository, ShortText
 from pilothouse.context import RequestContext
 from pilothouse.identity import apikeys, orgs, sessions, teams, users
 from pilothouse.identity.roles import Permission, Role
@@ -248,15 +247,15 @@ async def list_sessions(
     status: sessions.SessionStatus | None = None,
     team_id: ObjectId | None = None,
     user_id: ObjectId | None = None,
-    project: Annotated[str | None, Query(max_length=200)] = None,
-    use_case: Annotated[str | None, Query(max_length=200)] = None,
-    repository: Annotated[str | None, Query(max_length=400)] = None,
-    agent_kind: Annotated[str | None, Query(max_length=200)] = None,
+    project: Annotated[ShortText | None, Query()] = None,
+    use_case: Annotated[ShortText | None, Query()] = None,
+    repository: Annotated[Repository | None, Query()] = None,
+    agent_kind: Annotated[ShortText | None, Query()] = None,
     label: Annotated[
         list[str] | None, Query(description="key=value; repeat to AND", max_length=32)
     ] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Moment | None = None,
+    created_before: Moment | None = None,
     limit: PageSize = 50,
     cursor: Cursor = None,
 ) -> Page[sessions.SessionView]:

@@ -12,7 +12,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pilothouse.api.pagination import page_query, split_page
-from pilothouse.api.types import Body, Labels, NameList, ObjectId, Page, ShortText, Text
+from pilothouse.api.types import Body, Labels, NameList, ObjectId, Page, Repository, ShortText, Text
 from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from pilothouse.identity.apikeys import KeyCreated, insert_key, revoke_in
@@ -65,7 +65,7 @@ class SessionCreate(Body):
     user_id: ObjectId | None = None
     project: ShortText | None = None
     use_case: ShortText | None = None
-    repository: Annotated[str, Field(max_length=400)] | None = None
+    repository: Repository | None = None
     branch: ShortText | None = None
     ticket: ShortText | None = None
     agent: AgentIn = AgentIn()
