@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -103,8 +103,7 @@ class KeyCache:
         elif kind == "org":
             self._drop(lambda r: r.org_id == ref)
 
-    def _drop(self, matches: object) -> None:
-        assert callable(matches)
+    def _drop(self, matches: Callable[[KeyRecord], bool]) -> None:
         for lookup in [k for k, (_, r) in self._entries.items() if matches(r)]:
             del self._entries[lookup]
 

@@ -66,9 +66,6 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "sessions:declare": frozenset(),
 }
 
-ROLE_RANK = {Role.OWNER: 2, Role.ADMIN: 1}
-"""Only owners may grant or hold-change the owner role; admins manage everything below it."""
-
 
 def role_allows(role: Role, permission: Permission) -> bool:
     """Whether ``role`` carries ``permission``."""

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
 from sqlalchemy import event, text
@@ -73,15 +73,9 @@ class Store:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside a read transaction."""
-        try:
+        with _unavailable_as("read"):
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"the store cannot be read: {_brief(exc)}") from exc
-        except DBAPIError as exc:
-            if is_unavailable(exc):
-                raise StoreUnavailable(f"the store cannot be read: {_brief(exc)}") from exc
-            raise
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -95,7 +89,7 @@ class Store:
 
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
-        try:
+        with _unavailable_as("written"):
             async with self.engine.connect() as raw:
                 conn = await raw.execution_options(pilothouse_write=True)
                 # conn.info lives with the pooled DBAPI connection: start each transaction clean.
@@ -108,12 +102,6 @@ class Store:
                     raise
                 for callback in conn.info.pop(_AFTER_COMMIT, []):
                     callback()
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"the store cannot be written: {_brief(exc)}") from exc
-        except DBAPIError as exc:
-            if is_unavailable(exc):
-                raise StoreUnavailable(f"the store cannot be written: {_brief(exc)}") from exc
-            raise
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
@@ -123,6 +111,19 @@ class Store:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+@contextmanager
+def _unavailable_as(verb: str) -> Iterator[None]:
+    """Turn a driver's "cannot reach the database" into StoreUnavailable (a 503)."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if is_unavailable(exc):
+            raise StoreUnavailable(f"the store cannot be {verb}: {_brief(exc)}") from exc
+        raise
+    except _UNAVAILABLE as exc:
+        raise StoreUnavailable(f"the store cannot be {verb}: {_brief(exc)}") from exc
 
 
 def _brief(exc: BaseException) -> str:
