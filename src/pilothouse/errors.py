@@ -38,6 +38,8 @@ class PilothouseError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        self.context: dict[str, Any] = {}
+        """Server-side facts about the error (for audit and logs); never rendered."""
 
     def body(self, request_id: str | None = None) -> dict[str, Any]:
         """The JSON error envelope."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,9 +13,8 @@ from starlette.types import Scope
 from pilothouse.audit import chain
 from pilothouse.clock import Clock, SystemClock
 from pilothouse.errors import PilothouseError, StoreUnavailable
-from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed, extract_token, load_key
+from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
-from pilothouse.identity.tokens import parse
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
 from pilothouse.store.engine import Store
@@ -75,11 +73,10 @@ class Services:
             except StoreUnavailable as exc:
                 log.warning("could not record key last-used times: %s", exc)
 
-    async def audit_auth_failure(
-        self, exc: PilothouseError, headers: Mapping[str, str], scope: Scope, request_id: str
-    ) -> None:
+    async def audit_auth_failure(self, exc: PilothouseError, scope: Scope, request_id: str) -> None:
         """Record a refused authentication in the key's organization (or the root one)."""
-        org_id, prefix = await self._failure_org(headers)
+        org_id = exc.context.get("org_id") or self.root_org_id
+        prefix = exc.context.get("key_prefix")
         client = scope.get("client")
         details: dict[str, Any] = {
             "reason": exc.code,
@@ -101,15 +98,6 @@ class Services:
                 request_id=request_id,
                 details=details,
             )
-
-    async def _failure_org(self, headers: Mapping[str, str]) -> tuple[str, str | None]:
-        try:
-            parsed = parse(extract_token(headers))
-        except PilothouseError:
-            return self.root_org_id, None
-        async with self.store.read() as conn:
-            record = await load_key(conn, parsed.lookup)
-        return (record.org_id if record else self.root_org_id), parsed.prefix
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:

@@ -55,6 +55,11 @@ class Settings(BaseModel):
         description="PostgreSQL: how soon a replica listens again for cache invalidations after"
         " losing its connection (its caches are bypassed meanwhile).",
     )
+    access_log: bool = Field(
+        False,
+        description="Log every HTTP request (uvicorn's access log; costs about a quarter of"
+        " throughput, see bench/README.md).",
+    )
     root_org_name: str = Field("default", description="Name of the organization made at bootstrap.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 

@@ -145,3 +145,19 @@ async def test_refusals_decided_inside_domain_code_are_audited_too(api: Api) -> 
     assert event["action"] == "access.denied"
     assert event["request_id"] == refused.headers["x-request-id"]
     assert "service key" in event["details"]["reason"]
+
+
+async def test_a_refused_key_is_audited_in_its_own_organization(api: Api) -> None:
+    other = await api.ok("POST", "/api/v1/orgs", json={"name": "o2", "owner_email": "o@o2.io"})
+    other_owner = other["key"]["token"]
+    prefix = other["key"]["prefix"]
+    wrong = f"{prefix}_{'x' * 40}"
+    refused = await api.client.get("/api/v1/whoami", headers={"x-api-key": wrong})
+    assert refused.status_code == 401
+    theirs = await api.ok("GET", "/api/v1/audit/events", other_owner, params={"limit": 1})
+    event = theirs["data"][0]
+    assert event["action"] == "auth.failed"
+    assert event["target"]["id"] == prefix
+    assert event["request_id"] == refused.headers["x-request-id"]
+    ours = await api.ok("GET", "/api/v1/audit/events", params={"action": "auth.failed"})
+    assert all(e["target"]["id"] != prefix for e in ours["data"])

@@ -60,7 +60,7 @@ class ApiMiddleware:
             except (Unauthenticated, Forbidden) as exc:
                 refusal: PilothouseError = exc
                 try:
-                    await services.audit_auth_failure(exc, headers, scope, request_id)
+                    await services.audit_auth_failure(exc, scope, request_id)
                 except PilothouseError as audit_exc:
                     # No audit event, no answer but an error: the store is down, fail closed.
                     refusal = audit_exc

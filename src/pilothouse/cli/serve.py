@@ -67,6 +67,7 @@ def run_server(settings: Settings, *, banner: str) -> None:
         http="httptools",
         proxy_headers=False,
         server_header=False,
+        access_log=settings.access_log,
         lifespan="on",
     )
     uvicorn.Server(config).run()

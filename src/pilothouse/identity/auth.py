@@ -24,6 +24,7 @@ from pilothouse.errors import (
     InvalidKey,
     KeyExpired,
     KeyRevoked,
+    PilothouseError,
     ScopeDenied,
     Unauthenticated,
 )
@@ -155,9 +156,24 @@ class Authenticator:
         self._last_used = last_used
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """Authenticate a request by its headers (lower-case names)."""
+        """Authenticate a request by its headers (lower-case names).
+
+        A refusal carries ``context["key_prefix"]`` and, when the key exists,
+        ``context["org_id"]``, so it can be audited without reading the key again.
+        """
         parsed = parse(extract_token(headers))
         record = await self._record(parsed)
+        try:
+            return await self._admit(parsed, record, headers)
+        except PilothouseError as exc:
+            exc.context["key_prefix"] = parsed.prefix
+            if record is not None:
+                exc.context["org_id"] = record.org_id
+            raise
+
+    async def _admit(
+        self, parsed: ParsedToken, record: KeyRecord | None, headers: Mapping[str, str]
+    ) -> Principal:
         if record is None or record.kind is not parsed.kind:
             raise InvalidKey(f"unknown API key {parsed.prefix}")
         if not secret_matches(parsed, record.secret_hash):
