@@ -50,26 +50,23 @@ def _pg_admin_url() -> str | None:
     return os.environ.get(PG_ENV) or None
 
 
-async def _pg_create(admin_url: str, name: str) -> None:
+async def _pg_admin(admin_url: str, statement: str) -> None:
     import asyncpg
 
     dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
     conn = await asyncpg.connect(dsn, timeout=5)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def _pg_create(admin_url: str, name: str) -> None:
+    await _pg_admin(admin_url, f'CREATE DATABASE "{name}"')
 
 
 async def _pg_drop(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await _pg_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _migrate(url: str) -> None:

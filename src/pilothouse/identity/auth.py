@@ -9,6 +9,7 @@ arrived while it was reading, so a stale read can never be cached after a revoca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -225,14 +226,8 @@ class Authenticator:
         session_labels: Mapping[str, str] = {}
         if session_id:
             session_labels = await self._active_session_labels(record.org_id, session_id)
-        return Principal(
-            org_id=principal.org_id,
-            key_id=principal.key_id,
-            kind=principal.kind,
-            key_prefix=principal.key_prefix,
-            scopes=principal.scopes,
-            session_id=session_id or None,
-            labels={**session_labels, **labels},
+        return dataclasses.replace(
+            principal, session_id=session_id or None, labels={**session_labels, **labels}
         )
 
     async def _active_session_labels(self, org_id: str, session_id: str) -> Mapping[str, str]:
