@@ -43,6 +43,8 @@ class Services:
         if migrate_store:
             await migrate.upgrade(self.store)
         async with self.store.write() as conn:
+            # Replicas starting together on an empty database must make one root, not two.
+            await migrate.hold_startup_lock(self.store, conn)
             self.bootstrap_result = await bootstrap(
                 conn,
                 self.clock,

@@ -10,13 +10,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pilothouse.store.engine import Store
 
 log = logging.getLogger(__name__)
 
-# Any fixed number: replicas starting together take turns to migrate.
-_MIGRATION_LOCK = 7_450_001
+# Any fixed number: replicas starting together take turns to migrate and bootstrap.
+_STARTUP_LOCK = 7_450_001
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -46,11 +47,16 @@ async def current_revision(store: Store) -> str | None:
         return await conn.run_sync(_current)
 
 
+async def hold_startup_lock(store: Store, conn: AsyncConnection) -> None:
+    """Serialise replicas' start-up steps (migrate, bootstrap) until ``conn`` commits."""
+    if store.dialect == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _STARTUP_LOCK})
+
+
 async def upgrade(store: Store, revision: str = "head") -> None:
     """Bring the database to ``revision``; replicas serialise on an advisory lock."""
     async with store.write() as conn:
-        if store.dialect == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        await hold_startup_lock(store, conn)
         before = await conn.run_sync(_current)
         await conn.run_sync(lambda c: command.upgrade(alembic_config(c), revision))
         after = await conn.run_sync(_current)

@@ -1,5 +1,6 @@
-"""Two server processes on one PostgreSQL: a key revoked through one is refused by the other
-within two seconds, although the other holds it in its cache with a one-hour lifetime."""
+"""Replicas sharing one PostgreSQL: a key revoked through one is refused by another within two
+seconds although that one caches keys for an hour, and replicas starting together on an empty
+database make one root organization."""
 
 from __future__ import annotations
 
@@ -83,3 +84,25 @@ def test_a_second_replica_on_a_bootstrapped_database_does_not_make_another_root(
         org_b = http.get(f"{url_b}/api/v1/org", headers=bearer(owner)).json()
         assert org_a == org_b
         assert org_a["is_root"] is True
+
+
+async def test_replicas_bootstrapping_an_empty_database_together_make_one_root(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import func, select
+
+    from pilothouse.identity.tables import organizations
+    from pilothouse.services import build_services
+    from pilothouse.settings import Settings
+
+    await _truncate(pg_url)
+    replicas = [build_services(Settings(database_url=pg_url, data_dir=tmp_path)) for _ in range(4)]
+    try:
+        await asyncio.gather(*(r.start() for r in replicas))
+        async with replicas[0].store.read() as conn:
+            roots = await conn.scalar(select(func.count()).select_from(organizations))
+        assert roots == 1
+        made = [r.bootstrap_result.owner_token for r in replicas if r.bootstrap_result]
+        assert sum(token is not None for token in made) == 1
+    finally:
+        await asyncio.gather(*(r.close() for r in replicas))
