@@ -5,12 +5,22 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import uvicorn
+
+from pilothouse.app import build_app
+from pilothouse.services import Services
+from pilothouse.settings import Settings
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
 
 
 def free_port() -> int:
@@ -63,3 +73,62 @@ def pilothouse_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """Where a test server listens, its owner key and its SQLite file."""
+
+    url: str
+    owner_token: str
+    database: Path
+
+
+@contextmanager
+def running_server(data_dir: Path) -> Iterator[RunningServer]:
+    """Serve a fresh store in ``data_dir`` on 127.0.0.1 until the block ends."""
+    settings = Settings(data_dir=data_dir, log_level="warning")
+    started: dict[str, Services] = {}
+    ready = threading.Event()
+
+    async def on_started(services: Services) -> None:
+        started["services"] = services
+        ready.set()
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    config = uvicorn.Config(
+        build_app(settings, on_started=on_started),
+        lifespan="on",
+        loop="asyncio",
+        http="h11",
+        ws="none",
+        log_config=None,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+
+    def serve() -> None:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            ready.set()  # wake the waiter if start-up failed
+
+    thread = threading.Thread(target=serve, name="pilothouse-test-server")
+    thread.start()
+    try:
+        assert ready.wait(START_TIMEOUT), "the server did not start in time"
+        assert "services" in started, "the server stopped during start-up"
+        bootstrap = started["services"].bootstrap_result
+        assert bootstrap is not None and bootstrap.owner_token is not None
+        port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        httpx.get(f"{url}/healthz", timeout=START_TIMEOUT).raise_for_status()
+        yield RunningServer(url, bootstrap.owner_token, data_dir / "pilothouse.db")
+    finally:
+        server.should_exit = True
+        thread.join(STOP_TIMEOUT)
+        sock.close()
+        assert not thread.is_alive(), "the server did not stop in time"

@@ -15,6 +15,7 @@ from pilothouse.api.middleware import ApiMiddleware
 from pilothouse.audit.routes import router as audit_router
 from pilothouse.clock import Clock
 from pilothouse.errors import PilothouseError
+from pilothouse.gateway.asgi import GatewayASGI
 from pilothouse.identity.routes import router as identity_router
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
@@ -56,10 +57,17 @@ def build_app(
     app.include_router(identity_router)
     app.include_router(audit_router)
     _health_routes(app)
+    assert svc.gateway is not None
+    app.mount("/v1", GatewayASGI(svc.gateway), name="gateway")
     return app
 
 
 def _health_routes(app: FastAPI) -> None:
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    async def root() -> dict[str, Any]:
+        """What answers a client's probe of its base URL (Claude Code sends HEAD here)."""
+        return {"service": "pilothouse", "version": __version__}
+
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> dict[str, Any]:
         """The process is up."""

@@ -30,6 +30,8 @@ def render_settings() -> str:
     for name, field in Settings.model_fields.items():
         default: Any = field.default
         shown = "unset" if default is None else f"`{default}`"
+        if field.default_factory is not None:
+            shown = "built in"
         if isinstance(default, SecretStr):
             shown = "unset"
         rows.append(f"| `{name}` | `{env_name(name)}` | {shown} | {field.description or ''} |")

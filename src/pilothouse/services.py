@@ -13,6 +13,11 @@ from starlette.types import Scope
 from pilothouse.audit import chain
 from pilothouse.clock import Clock, SystemClock
 from pilothouse.errors import PilothouseError, StoreUnavailable
+from pilothouse.gateway.calls import Gateway
+from pilothouse.gateway.prices import PriceBook
+from pilothouse.gateway.providers.demo import DemoProvider
+from pilothouse.gateway.recorder import UsageRecorder
+from pilothouse.gateway.routing import Router
 from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
 from pilothouse.settings import Settings
@@ -34,6 +39,8 @@ class Services:
     key_cache: KeyCache
     last_used: LastUsed
     authenticator: Authenticator
+    gateway: Gateway | None = None
+    recorder: UsageRecorder | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -55,6 +62,8 @@ class Services:
             )
         self.root_org_id = self.bootstrap_result.org_id
         await self.invalidations.start()
+        if self.recorder is not None:
+            self.recorder.start()
         self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
 
     async def close(self) -> None:
@@ -62,6 +71,8 @@ class Services:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.recorder is not None:
+            await self.recorder.stop()
         with contextlib.suppress(StoreUnavailable):
             await self.last_used.flush(self.store)
         await self.invalidations.stop()
@@ -112,7 +123,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     cache = KeyCache(settings.key_cache_ttl_seconds, invalidations)
     last_used = LastUsed()
     authenticator = Authenticator(store, the_clock, cache, last_used)
-    return Services(
+    services = Services(
         settings=settings,
         store=store,
         clock=the_clock,
@@ -120,4 +131,14 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         key_cache=cache,
         last_used=last_used,
         authenticator=authenticator,
+        recorder=UsageRecorder(store),
     )
+    assert services.recorder is not None
+    services.gateway = Gateway(
+        services,
+        Router(settings.models),
+        {"demo": DemoProvider()},
+        PriceBook.shipped(),
+        services.recorder,
+    )
+    return services

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from pilothouse.errors import ConfigError
+from pilothouse.gateway.config import ModelConfig, demo_models
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7450
@@ -59,6 +60,11 @@ class Settings(BaseModel):
         False,
         description="Log every HTTP request (uvicorn's access log; costs about a quarter of"
         " throughput, see bench/README.md).",
+    )
+    models: list[ModelConfig] = Field(
+        default_factory=demo_models,
+        description="LLM model aliases and their deployments (YAML list); by default the demo"
+        " provider serves `demo`, `claude-*` and `gpt-*`.",
     )
     root_org_name: str = Field("default", description="Name of the organization made at bootstrap.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

@@ -26,6 +26,7 @@ def _record(key_id: str = "key_1", user_id: str = "usr_1") -> KeyRecord:
         session_id=None,
         session_active=False,
         session_labels={},
+        session=None,
         expires_at=None,
         revoked_at=datetime.now(UTC),
     )

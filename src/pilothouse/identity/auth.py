@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +31,7 @@ from pilothouse.errors import (
     Unauthenticated,
 )
 from pilothouse.identity.labels import LABEL_KEY_RE, LABEL_VALUE_MAX, MAX_LABELS
-from pilothouse.identity.principal import Principal
+from pilothouse.identity.principal import Principal, SessionContext
 from pilothouse.identity.roles import Role
 from pilothouse.identity.tables import agent_sessions, api_keys, organizations, users
 from pilothouse.identity.tokens import KeyKind, ParsedToken, parse, secret_matches
@@ -59,6 +60,7 @@ class KeyRecord:
     session_id: str | None
     session_active: bool
     session_labels: Mapping[str, str]
+    session: SessionContext | None
     expires_at: datetime | None
     revoked_at: datetime | None
 
@@ -224,27 +226,51 @@ class Authenticator:
                 f"service key {record.prefix} may not set the label(s) {', '.join(refused)}"
             )
         session_labels: Mapping[str, str] = {}
+        context = None
         if session_id:
-            session_labels = await self._active_session_labels(record.org_id, session_id)
+            session_labels, context = await self._active_session(record.org_id, session_id)
         return dataclasses.replace(
-            principal, session_id=session_id or None, labels={**session_labels, **labels}
+            principal,
+            session_id=session_id or None,
+            labels={**session_labels, **labels},
+            session=context,
         )
 
-    async def _active_session_labels(self, org_id: str, session_id: str) -> Mapping[str, str]:
+    async def _active_session(
+        self, org_id: str, session_id: str
+    ) -> tuple[Mapping[str, str], SessionContext]:
         async with self._store.read() as conn:
             row = (
-                await conn.execute(
-                    select(agent_sessions.c.status, agent_sessions.c.labels).where(
-                        agent_sessions.c.id == session_id, agent_sessions.c.org_id == org_id
+                (
+                    await conn.execute(
+                        select(agent_sessions).where(
+                            agent_sessions.c.id == session_id, agent_sessions.c.org_id == org_id
+                        )
                     )
                 )
-            ).one_or_none()
+                .mappings()
+                .one_or_none()
+            )
         if row is None:
             raise Forbidden(f"declared session {session_id[:40]!r} does not exist")
-        if row.status != "active":
+        if row["status"] != "active":
             raise Forbidden(f"declared session {session_id} has ended")
-        labels: dict[str, str] = json.loads(row.labels)
-        return labels
+        labels: dict[str, str] = json.loads(row["labels"])
+        return labels, session_context(row)
+
+
+def session_context(row: Any) -> SessionContext:
+    """A SessionContext from an ``agent_sessions`` row."""
+    return SessionContext(
+        id=row["id"],
+        user_id=row["user_id"],
+        team_id=row["team_id"],
+        project=row["project"],
+        use_case=row["use_case"],
+        repository=row["repository"],
+        skills=tuple(json.loads(row["skills"])),
+        plugins=tuple(json.loads(row["plugins"])),
+    )
 
 
 def parse_label_header(raw: str) -> dict[str, str]:
@@ -271,6 +297,13 @@ async def load_key(conn: AsyncConnection, lookup: str) -> KeyRecord | None:
             organizations.c.is_root,
             agent_sessions.c.status.label("session_status"),
             agent_sessions.c.labels.label("session_labels"),
+            agent_sessions.c.user_id.label("session_user_id"),
+            agent_sessions.c.team_id.label("session_team_id"),
+            agent_sessions.c.project.label("session_project"),
+            agent_sessions.c.use_case.label("session_use_case"),
+            agent_sessions.c.repository.label("session_repository"),
+            agent_sessions.c.skills.label("session_skills"),
+            agent_sessions.c.plugins.label("session_plugins"),
         )
         .join(organizations, organizations.c.id == api_keys.c.org_id)
         .outerjoin(users, users.c.id == api_keys.c.user_id)
@@ -295,6 +328,20 @@ async def load_key(conn: AsyncConnection, lookup: str) -> KeyRecord | None:
         session_id=row["session_id"],
         session_active=row["session_status"] == "active",
         session_labels=json.loads(row["session_labels"] or "{}"),
+        session=(
+            SessionContext(
+                id=row["session_id"],
+                user_id=row["session_user_id"],
+                team_id=row["session_team_id"],
+                project=row["session_project"],
+                use_case=row["session_use_case"],
+                repository=row["session_repository"],
+                skills=tuple(json.loads(row["session_skills"] or "[]")),
+                plugins=tuple(json.loads(row["session_plugins"] or "[]")),
+            )
+            if row["session_status"] is not None
+            else None
+        ),
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
     )
@@ -312,4 +359,5 @@ def _principal(record: KeyRecord) -> Principal:
         scopes=record.scopes,
         session_id=record.session_id,
         labels=dict(record.session_labels),
+        session=record.session,
     )

@@ -10,6 +10,20 @@ from pilothouse.identity.tokens import KeyKind
 
 
 @dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What a session says about the work it does: everything usage is attributed to."""
+
+    id: str
+    user_id: str | None = None
+    team_id: str | None = None
+    project: str | None = None
+    use_case: str | None = None
+    repository: str | None = None
+    skills: tuple[str, ...] = ()
+    plugins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """An authenticated caller: a human's key, a service key, or an agent session."""
 
@@ -23,6 +37,7 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     session_id: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    session: SessionContext | None = None
 
     @property
     def actor_kind(self) -> str:

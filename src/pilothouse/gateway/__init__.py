@@ -1,0 +1,1 @@
+"""The LLM gateway: OpenAI- and Anthropic-compatible endpoints, routing, streaming, accounting."""

@@ -1,0 +1,1 @@
+"""Providers: one module each, all behind the Provider protocol."""

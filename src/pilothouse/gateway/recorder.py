@@ -1,0 +1,91 @@
+"""Writing usage rows: grouped commits, idempotent by request id, durable before 'finished'.
+
+Callers ``await record(row)``: the row joins the next batch, one transaction writes the batch,
+and every caller in it resumes once it has committed. Under load many calls share one commit;
+alone, a call waits only for its own write. A row whose request id exists is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from pilothouse.errors import StoreUnavailable
+from pilothouse.gateway.tables import usage_records
+from pilothouse.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+class UsageRecorder:
+    """Group-commits usage rows."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin the writer task."""
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while self._pending:
+            await self._flush()
+
+    async def record(self, row: dict[str, Any]) -> None:
+        """Queue ``row`` and return once it is committed (raise StoreUnavailable if not)."""
+        if self._task is None:
+            raise StoreUnavailable("the usage recorder is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # If the caller went away (a cancelled request), nobody else reads the outcome.
+        future.add_done_callback(_consume)
+        self._pending.append((row, future))
+        self._wake.set()
+        await asyncio.shield(future)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        try:
+            async with self._store.write() as conn:
+                await conn.execute(self._insert(), [row for row, _ in batch])
+        except (StoreUnavailable, SQLAlchemyError) as exc:
+            log.error("usage rows not written (%d calls): %s", len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+    def _insert(self) -> Any:
+        if self._store.dialect == "postgresql":
+            return postgresql.insert(usage_records).on_conflict_do_nothing(
+                index_elements=["request_id"]
+            )
+        return sqlite.insert(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,46 @@
+"""The usage table: one narrow row per LLM call."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, String, Table, Text
+
+from pilothouse.store.schema import ID, NAME, JSONText, UTCDateTime, metadata
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    # The request id makes the write idempotent: recording the same call twice keeps one row.
+    Column("request_id", String(64), primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("session_id", ID, nullable=True),
+    Column("key_id", ID, nullable=True),
+    Column("user_id", ID, nullable=True),
+    Column("team_id", ID, nullable=True),
+    Column("project", NAME, nullable=True),
+    Column("repository", String(400), nullable=True),
+    Column("labels", JSONText, nullable=False, default="{}"),
+    Column("skills", JSONText, nullable=False, default="[]"),
+    Column("plugins", JSONText, nullable=False, default="[]"),
+    Column("client_session", String(100), nullable=True),
+    Column("endpoint", String(40), nullable=False),
+    Column("model_alias", NAME, nullable=False),
+    Column("deployment", NAME, nullable=True),
+    Column("upstream_model", NAME, nullable=True),
+    Column("stream", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cache_read_tokens", BigInteger, nullable=False),
+    Column("cache_write_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cost_picos", BigInteger, nullable=False),
+    Column("price_version", String(80), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("ttfb_ms", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_usage_org_created", "org_id", "created_at"),
+    Index("ix_usage_session", "session_id"),
+)
