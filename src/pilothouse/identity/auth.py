@@ -259,17 +259,17 @@ class Authenticator:
         return labels, session_context(row)
 
 
-def session_context(row: Any) -> SessionContext:
-    """A SessionContext from an ``agent_sessions`` row."""
+def session_context(row: Any, prefix: str = "") -> SessionContext:
+    """A SessionContext from a row holding session columns named ``<prefix><column>``."""
     return SessionContext(
-        id=row["id"],
-        user_id=row["user_id"],
-        team_id=row["team_id"],
-        project=row["project"],
-        use_case=row["use_case"],
-        repository=row["repository"],
-        skills=tuple(json.loads(row["skills"])),
-        plugins=tuple(json.loads(row["plugins"])),
+        id=row[f"{prefix}id"],
+        user_id=row[f"{prefix}user_id"],
+        team_id=row[f"{prefix}team_id"],
+        project=row[f"{prefix}project"],
+        use_case=row[f"{prefix}use_case"],
+        repository=row[f"{prefix}repository"],
+        skills=tuple(json.loads(row[f"{prefix}skills"] or "[]")),
+        plugins=tuple(json.loads(row[f"{prefix}plugins"] or "[]")),
     )
 
 
@@ -329,18 +329,7 @@ async def load_key(conn: AsyncConnection, lookup: str) -> KeyRecord | None:
         session_active=row["session_status"] == "active",
         session_labels=json.loads(row["session_labels"] or "{}"),
         session=(
-            SessionContext(
-                id=row["session_id"],
-                user_id=row["session_user_id"],
-                team_id=row["session_team_id"],
-                project=row["session_project"],
-                use_case=row["session_use_case"],
-                repository=row["session_repository"],
-                skills=tuple(json.loads(row["session_skills"] or "[]")),
-                plugins=tuple(json.loads(row["session_plugins"] or "[]")),
-            )
-            if row["session_status"] is not None
-            else None
+            session_context(row, prefix="session_") if row["session_status"] is not None else None
         ),
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
