@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.types import Scope
 
 from pilothouse.audit import chain
 from pilothouse.clock import Clock, SystemClock
-from pilothouse.errors import PilothouseError, StoreUnavailable
+from pilothouse.errors import Forbidden, PilothouseError, StoreUnavailable, Unauthenticated
 from pilothouse.gateway.calls import Gateway
 from pilothouse.gateway.prices import PriceBook
 from pilothouse.gateway.providers.demo import DemoProvider
@@ -20,6 +21,7 @@ from pilothouse.gateway.recorder import UsageRecorder
 from pilothouse.gateway.routing import Router
 from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
+from pilothouse.identity.principal import Principal
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
 from pilothouse.store.engine import Store
@@ -86,6 +88,19 @@ class Services:
             except StoreUnavailable as exc:
                 log.warning("could not record key last-used times: %s", exc)
 
+    async def authenticate(
+        self, headers: Mapping[str, str], scope: Scope, request_id: str
+    ) -> Principal:
+        """Authenticate a request; a refusal is audited before it is raised.
+
+        If the refusal cannot be audited, the store's error is raised instead (fail closed).
+        """
+        try:
+            return await self.authenticator.authenticate(headers)
+        except (Unauthenticated, Forbidden) as exc:
+            await self.audit_auth_failure(exc, scope, request_id)
+            raise
+
     async def audit_auth_failure(self, exc: PilothouseError, scope: Scope, request_id: str) -> None:
         """Record a refused authentication in the key's organization (or the root one)."""
         org_id = exc.context.get("org_id") or self.root_org_id
@@ -123,6 +138,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     cache = KeyCache(settings.key_cache_ttl_seconds, invalidations)
     last_used = LastUsed()
     authenticator = Authenticator(store, the_clock, cache, last_used)
+    recorder = UsageRecorder(store)
     services = Services(
         settings=settings,
         store=store,
@@ -131,14 +147,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         key_cache=cache,
         last_used=last_used,
         authenticator=authenticator,
-        recorder=UsageRecorder(store),
+        recorder=recorder,
     )
-    assert services.recorder is not None
     services.gateway = Gateway(
         services,
         Router(settings.models),
         {"demo": DemoProvider()},
         PriceBook.shipped(),
-        services.recorder,
+        recorder,
     )
     return services

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pilothouse.api.errors import error_response
-from pilothouse.errors import BodyTooLarge, Forbidden, PilothouseError, Unauthenticated
+from pilothouse.errors import BodyTooLarge, PilothouseError
 from pilothouse.ids import new_id
 
 if TYPE_CHECKING:
@@ -58,16 +58,7 @@ class ApiMiddleware:
 
         if scope["path"].startswith(AUTHENTICATED_PREFIXES):
             try:
-                state["principal"] = await services.authenticator.authenticate(headers)
-            except (Unauthenticated, Forbidden) as exc:
-                refusal: PilothouseError = exc
-                try:
-                    await services.audit_auth_failure(exc, scope, request_id)
-                except PilothouseError as audit_exc:
-                    # No audit event, no answer but an error: the store is down, fail closed.
-                    refusal = audit_exc
-                await _reply(scope, receive, send, refusal, request_id)
-                return
+                state["principal"] = await services.authenticate(headers, scope, request_id)
             except PilothouseError as exc:
                 await _reply(scope, receive, send, exc, request_id)
                 return
@@ -109,9 +100,3 @@ async def _reply(
 ) -> None:
     response = error_response(exc, request_id)
     await response(scope, receive, send)
-
-
-def client_address(scope: Scope) -> Any:
-    """The peer address of the connection, if the server gave one."""
-    client = scope.get("client")
-    return client[0] if client else None

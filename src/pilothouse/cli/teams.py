@@ -8,11 +8,11 @@ import typer
 
 from pilothouse.cli.client import JsonOption, KeyOption, LimitOption, UrlOption, connect, route
 from pilothouse.cli.output import print_json, show_record, show_table, when
+from pilothouse.cli.users import UserId
 
 app = typer.Typer(name="teams", help="Manage teams and their members.", no_args_is_help=True)
 
 TeamId = Annotated[str, typer.Argument(metavar="TEAM_ID", help="The team's id (team_...).")]
-UserId = Annotated[str, typer.Argument(metavar="USER_ID", help="The user's id (usr_...).")]
 
 
 def team_fields(team: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from pilothouse.errors import Forbidden, PilothouseError, StoreUnavailable, Unauthenticated
+from pilothouse.errors import PilothouseError, StoreUnavailable
 from pilothouse.gateway.config import DeploymentConfig
 from pilothouse.gateway.prices import Price, PriceBook
 from pilothouse.gateway.providers.base import Provider, UpstreamCall, UpstreamReply, WireFormat
@@ -130,13 +130,7 @@ class Gateway:
 
     async def _authenticate(self, call: Call, scope: Scope) -> Principal:
         try:
-            return await self._svc.authenticator.authenticate(call.headers)
-        except (Unauthenticated, Forbidden) as exc:
-            try:
-                await self._svc.audit_auth_failure(exc, scope, call.request_id)
-            except PilothouseError as audit_exc:
-                raise CallRefused(audit_exc.status, audit_exc.code, audit_exc.message) from exc
-            raise CallRefused(exc.status, exc.code, exc.message) from exc
+            return await self._svc.authenticate(call.headers, scope, call.request_id)
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
 

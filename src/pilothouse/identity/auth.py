@@ -104,8 +104,6 @@ class KeyCache:
             self._drop(lambda r: r.user_id == ref)
         elif kind == "session":
             self._drop(lambda r: r.session_id == ref)
-        elif kind == "org":
-            self._drop(lambda r: r.org_id == ref)
 
     def _drop(self, matches: Callable[[KeyRecord], bool]) -> None:
         for lookup in [k for k, (_, r) in self._entries.items() if matches(r)]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -102,11 +102,6 @@ class Store:
                     raise
                 for callback in conn.info.pop(_AFTER_COMMIT, []):
                     callback()
-
-    async def ping(self) -> None:
-        """Raise StoreUnavailable unless the database answers."""
-        async with self.read() as conn:
-            await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

@@ -1,9 +1,8 @@
 """The demo provider: answers like a model (text, tool calls, streaming, usage), with no key.
 
 It is clearly not a model: it says what it is and repeats what it was asked. It exists so that
-``pilothouse demo`` and the tests exercise the whole gateway with no provider account. Latency is
-configurable per deployment through ``base_url`` query-free options on the deployment name
-(``demo`` providers ignore keys and URLs).
+``pilothouse demo`` and the tests exercise the whole gateway with no provider account. It ignores
+keys and URLs; an added latency can be given to the constructor (not yet from configuration).
 """
 
 from __future__ import annotations
