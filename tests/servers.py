@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -85,9 +86,9 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(data_dir: Path) -> Iterator[RunningServer]:
+def running_server(data_dir: Path, **overrides: Any) -> Iterator[RunningServer]:
     """Serve a fresh store in ``data_dir`` on 127.0.0.1 until the block ends."""
-    settings = Settings(data_dir=data_dir, log_level="warning")
+    settings = Settings(data_dir=data_dir, log_level="warning", **overrides)
     started: dict[str, Services] = {}
     ready = threading.Event()
 

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from pilothouse import reference
+from pilothouse.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize(("relative", "section"), sorted(reference.SECTIONS.items()))
+@pytest.mark.parametrize(("relative", "section"), sorted(reference.SECTIONS))
 def test_generated_doc_sections_match_the_code(relative: str, section: str) -> None:
     path = ROOT / relative
     assert path.read_text() == reference.rendered(path, section), (
@@ -26,3 +27,19 @@ def test_the_readme_starts_with_the_run_and_test_commands() -> None:
     assert lines[2] == "bash .ci/run"
     assert lines[3] == "```"
     assert (ROOT / ".ci" / "run").read_text().count("pytest") >= 1
+
+
+def _yaml_blocks(relative: str) -> list[str]:
+    text = (ROOT / relative).read_text()
+    return [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+
+
+def test_the_routing_example_in_the_configuration_docs_loads(tmp_path: Path) -> None:
+    (block,) = [b for b in _yaml_blocks("docs/configuration.md") if "models:" in b]
+    config = tmp_path / "pilothouse.yaml"
+    config.write_text(block)
+    keys = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "AZURE_OPENAI_KEY")
+    loaded = load_settings(config, environ=dict.fromkeys(keys, "sk-example"))
+    assert [m.alias for m in loaded.models] == ["claude-sonnet", "gpt-4o", "*"]
+    assert loaded.models[0].deployments[1].provider == "openai-compatible"
+    assert loaded.gateway.default_price is not None

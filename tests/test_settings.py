@@ -56,3 +56,35 @@ def test_postgres_urls_get_the_async_driver() -> None:
     assert settings.resolved_database_url() == "postgresql+asyncpg://u@h:5432/db"
     default = load_settings(environ={})
     assert default.resolved_database_url().startswith("sqlite+aiosqlite:///")
+
+
+def test_secret_references_resolve_inside_models(tmp_path: Path) -> None:
+    config = tmp_path / "pilothouse.yaml"
+    config.write_text(
+        """
+models:
+  - alias: gpt-4o
+    deployments:
+      - provider: openai
+        model: gpt-4o
+        api_key: {"$env": "UPSTREAM_KEY"}
+        headers: {"x-team": "infra"}
+"""
+    )
+    loaded = load_settings(config, environ={"UPSTREAM_KEY": "sk-from-env"})
+    key = loaded.models[0].deployments[0].api_key
+    assert key is not None and key.get_secret_value() == "sk-from-env"
+    assert loaded.models[0].deployments[0].headers == {"x-team": "infra"}
+    with pytest.raises(ConfigError, match="UPSTREAM_KEY"):
+        load_settings(config, environ={})
+
+
+def test_structured_settings_come_from_json_environment_variables() -> None:
+    models = '[{"alias": "m", "deployments": [{"provider": "demo", "model": "demo-1"}]}]'
+    loaded = load_settings(
+        environ={"PILOTHOUSE_MODELS": models, "PILOTHOUSE_GATEWAY": '{"breaker_failures": 5}'}
+    )
+    assert [m.alias for m in loaded.models] == ["m"]
+    assert loaded.gateway.breaker_failures == 5
+    with pytest.raises(ConfigError, match="PILOTHOUSE_MODELS is not valid JSON"):
+        load_settings(environ={"PILOTHOUSE_MODELS": "[not json"})

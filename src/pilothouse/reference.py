@@ -11,14 +11,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
+from pydantic_core import PydanticUndefined
 
 from pilothouse.settings import Settings, env_name
 
-SECTIONS = {
-    "docs/configuration.md": "settings",
-    "docs/api.md": "routes",
-}
+SECTIONS = [
+    ("docs/configuration.md", "settings"),
+    ("docs/configuration.md", "models"),
+    ("docs/api.md", "routes"),
+]
 
 
 def render_settings() -> str:
@@ -50,7 +52,43 @@ def render_routes() -> str:
     return "\n".join(rows)
 
 
-RENDERERS = {"settings": render_settings, "routes": render_routes}
+def render_models() -> str:
+    """A table per gateway configuration object: each field, its default and meaning."""
+    from pilothouse.gateway.config import (
+        DeploymentConfig,
+        GatewayConfig,
+        ModelConfig,
+        PriceOverride,
+        Timeouts,
+    )
+
+    parts = []
+    objects: list[tuple[str, type[BaseModel]]] = [
+        ("`models[]`: an alias", ModelConfig),
+        ("`models[].deployments[]`: an upstream", DeploymentConfig),
+        ("`models[].deployments[].timeouts`", Timeouts),
+        ("`models[].deployments[].price` and `gateway.default_price`", PriceOverride),
+        ("`gateway`", GatewayConfig),
+    ]
+    for title, model in objects:
+        parts += [f"**{title}**", "", "| field | default | meaning |", "|---|---|---|"]
+        for name, field in model.model_fields.items():
+            default: Any = field.default
+            if field.default_factory is not None:
+                shown = "built in"
+            elif default is PydanticUndefined:
+                shown = "required"
+            elif default is None:
+                shown = "unset"
+            else:
+                shown = f"`{default}`"
+            meaning = (field.description or "").replace("|", "\\|")
+            parts.append(f"| `{name}` | {shown} | {meaning} |")
+        parts.append("")
+    return "\n".join(parts).rstrip()
+
+
+RENDERERS = {"settings": render_settings, "models": render_models, "routes": render_routes}
 
 
 def _replace(text: str, name: str, body: str) -> str:
@@ -67,7 +105,7 @@ def rendered(path: Path, name: str) -> str:
 
 def main(root: Path) -> None:
     """Rewrite every generated section under ``root``."""
-    for relative, name in SECTIONS.items():
+    for relative, name in SECTIONS:
         path = root / relative
         path.write_text(rendered(path, name))
         sys.stdout.write(f"updated {relative} ({name})\n")

@@ -14,9 +14,14 @@ from starlette.types import Scope
 from pilothouse.audit import chain
 from pilothouse.clock import Clock, SystemClock
 from pilothouse.errors import Forbidden, PilothouseError, StoreUnavailable, Unauthenticated
+from pilothouse.gateway.access import ModelAccess
 from pilothouse.gateway.calls import Gateway
 from pilothouse.gateway.prices import PriceBook
+from pilothouse.gateway.providers.anthropic import AnthropicProvider
 from pilothouse.gateway.providers.demo import DemoProvider
+from pilothouse.gateway.providers.http import HttpClient
+from pilothouse.gateway.providers.openai import OpenAIProvider
+from pilothouse.gateway.providers.openai_compatible import OpenAICompatibleProvider
 from pilothouse.gateway.recorder import UsageRecorder
 from pilothouse.gateway.routing import Router
 from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
@@ -26,6 +31,7 @@ from pilothouse.settings import Settings
 from pilothouse.store import migrate
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
+from pilothouse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,7 @@ class Services:
     key_cache: KeyCache
     last_used: LastUsed
     authenticator: Authenticator
+    telemetry: Telemetry
     gateway: Gateway | None = None
     recorder: UsageRecorder | None = None
     root_org_id: str = ""
@@ -66,6 +73,7 @@ class Services:
         await self.invalidations.start()
         if self.recorder is not None:
             self.recorder.start()
+        self.telemetry.start()
         self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
 
     async def close(self) -> None:
@@ -75,6 +83,9 @@ class Services:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.recorder is not None:
             await self.recorder.stop()
+        if self.gateway is not None:
+            await self.gateway.aclose()
+        await self.telemetry.stop()
         with contextlib.suppress(StoreUnavailable):
             await self.last_used.flush(self.store)
         await self.invalidations.stop()
@@ -147,13 +158,22 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         key_cache=cache,
         last_used=last_used,
         authenticator=authenticator,
+        telemetry=Telemetry(settings),
         recorder=recorder,
     )
+    prices = PriceBook.shipped(settings.gateway.default_price)
+    http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(
         services,
-        Router(settings.models),
-        {"demo": DemoProvider()},
-        PriceBook.shipped(),
+        Router(settings.models, settings.gateway, prices),
+        {
+            "demo": DemoProvider(),
+            "openai": OpenAIProvider(http),
+            "anthropic": AnthropicProvider(http),
+            "openai-compatible": OpenAICompatibleProvider(http),
+        },
+        prices,
         recorder,
+        ModelAccess(store, settings.key_cache_ttl_seconds),
     )
     return services

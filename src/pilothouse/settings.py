@@ -7,16 +7,17 @@ files are references (``{"$env": "NAME"}`` or ``{"$file": "path"}``), never valu
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from pilothouse.errors import ConfigError
-from pilothouse.gateway.config import ModelConfig, demo_models
+from pilothouse.gateway.config import GatewayConfig, ModelConfig, demo_models
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7450
@@ -66,8 +67,29 @@ class Settings(BaseModel):
         description="LLM model aliases and their deployments (YAML list); by default the demo"
         " provider serves `demo`, `claude-*` and `gpt-*`.",
     )
+    gateway: GatewayConfig = Field(
+        default_factory=GatewayConfig,
+        description="Retries, circuit breaking and the default price (see docs/configuration.md).",
+    )
     root_org_name: str = Field("default", description="Name of the organization made at bootstrap.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    otel_exporter: Literal["none", "otlp", "console"] = Field(
+        "none",
+        description="Where each LLM call's OpenTelemetry span goes: none (no spans are made),"
+        " otlp (OTLP/HTTP to otel_endpoint) or console (stdout, for debugging).",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="otlp: the collector's OTLP/HTTP URL; a URL without a path gets /v1/traces."
+        " Unset means http://localhost:4318/v1/traces. OTEL_EXPORTER_OTLP_ENDPOINT is not read.",
+    )
+    otel_service_name: str = Field(
+        "pilothouse", min_length=1, description="The service.name resource attribute of spans."
+    )
+    metrics_enabled: bool = Field(
+        True, description="Serve Prometheus metrics at GET /metrics (404 when false)."
+    )
 
     def resolved_database_url(self) -> str:
         """The store URL with the async driver named."""
@@ -89,8 +111,15 @@ def normalise_database_url(url: str) -> str:
 
 
 def resolve_secret_ref(value: Any, *, base_dir: Path, environ: Mapping[str, str]) -> Any:
-    """Turn ``{"$env": NAME}`` / ``{"$file": path}`` into the value they point at."""
-    if isinstance(value, Mapping) and len(value) == 1:
+    """Turn ``{"$env": NAME}`` / ``{"$file": path}`` into the value they point at, at any depth
+    (a deployment's ``api_key`` inside ``models`` is a reference like any top-level one)."""
+    if isinstance(value, list):
+        return [resolve_secret_ref(v, base_dir=base_dir, environ=environ) for v in value]
+    if isinstance(value, Mapping) and not (len(value) == 1 and next(iter(value)) in _REF_KINDS):
+        return {
+            k: resolve_secret_ref(v, base_dir=base_dir, environ=environ) for k, v in value.items()
+        }
+    if isinstance(value, Mapping):
         ((kind, ref),) = value.items()
         if kind == "$env":
             if ref not in environ:
@@ -103,6 +132,9 @@ def resolve_secret_ref(value: Any, *, base_dir: Path, environ: Mapping[str, str]
             except OSError as exc:
                 raise ConfigError(f"config refers to file {str(path)!r}: {exc.strerror}") from exc
     return value
+
+
+_REF_KINDS = ("$env", "$file")
 
 
 def read_config_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
@@ -124,12 +156,25 @@ def env_name(field: str) -> str:
 
 
 def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The settings given by ``PILOTHOUSE_*`` environment variables."""
-    return {
-        field: environ[env_name(field)]
-        for field in Settings.model_fields
-        if environ.get(env_name(field))
-    }
+    """The settings given by ``PILOTHOUSE_*`` environment variables (structured ones, such as
+    ``PILOTHOUSE_MODELS``, as JSON)."""
+    values: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        raw = environ.get(env_name(field))
+        if not raw:
+            continue
+        if field in _STRUCTURED:
+            try:
+                parsed = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{env_name(field)} is not valid JSON: {exc.msg}") from exc
+            values[field] = resolve_secret_ref(parsed, base_dir=Path.cwd(), environ=environ)
+        else:
+            values[field] = raw
+    return values
+
+
+_STRUCTURED = ("models", "gateway")
 
 
 def load_settings(

@@ -79,6 +79,8 @@ POST   /api/v1/sessions/{session_id}/revoke-key  own      200 200 403 403 403 20
 POST   /api/v1/sessions/{session_id}/revoke-key  other    200 200 403 403 403 403 403 403 401
 GET    /api/v1/audit/events                      -        200 200 200 403 200 403 403 403 401
 GET    /api/v1/audit/verify                      -        200 200 200 403 200 403 403 403 401
+GET    /api/v1/usage                             -        200 200 403 200 200 403 403 403 401
+GET    /api/v1/spend                             -        200 200 403 200 200 403 403 403 401
 """
 
 # Every route that names an object, called by root-organization callers on objects of a second
@@ -456,6 +458,8 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("POST", "/api/v1/sessions/{session_id}/revoke-key", "other"): _revoke_other_session_key,
     ("GET", "/api/v1/audit/events", "-"): _fixed("/api/v1/audit/events"),
     ("GET", "/api/v1/audit/verify", "-"): _fixed("/api/v1/audit/verify"),
+    ("GET", "/api/v1/usage", "-"): _fixed("/api/v1/usage"),
+    ("GET", "/api/v1/spend", "-"): _fixed("/api/v1/spend?group_by=user,repo,label:use_case"),
 }
 
 

@@ -16,6 +16,7 @@ from pilothouse.app import build_app
 from pilothouse.gateway.tables import usage_records
 from pilothouse.services import Services
 from tests.conftest import Api
+from tests.gateway.upstream import FakeUpstream
 
 
 @pytest.fixture
@@ -71,3 +72,18 @@ async def usage_rows(services: Services) -> list[dict[str, Any]]:
     async with services.store.read() as conn:
         rows = await conn.execute(select(usage_records).order_by(usage_records.c.created_at))
         return [dict(r) for r in rows.mappings()]
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A fake OpenAI- and Anthropic-format upstream on 127.0.0.1, with scriptable faults."""
+    async with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+async def key(api: Api) -> str:
+    """A session key, as an agent presents it."""
+    session = await api.session(project="gateway-tests")
+    token: str = session["key"]["token"]
+    return token

@@ -40,20 +40,22 @@ def _rows(server: RunningServer) -> list[sqlite3.Row]:
 
 def test_sync_sdks_stream_through_a_real_server_and_are_recorded(server: RunningServer) -> None:
     session_id, key = _session_key(server)
-    oa = openai.OpenAI(api_key=key, base_url=f"{server.url}/v1", max_retries=0)
-    pieces = [
-        c.choices[0].delta.content or ""
-        for c in oa.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
-        )
-        if c.choices
-    ]
+    with openai.OpenAI(api_key=key, base_url=f"{server.url}/v1", max_retries=0) as oa:
+        pieces = [
+            c.choices[0].delta.content or ""
+            for c in oa.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            if c.choices
+        ]
     assert len(pieces) > 3
     assert "demo provider" in "".join(pieces)
-    an = anthropic.Anthropic(api_key=key, base_url=server.url, max_retries=0)
-    with an.messages.stream(
-        model="claude-sonnet-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
-    ) as stream:
+    with (
+        anthropic.Anthropic(api_key=key, base_url=server.url, max_retries=0) as an,
+        an.messages.stream(
+            model="claude-sonnet-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        ) as stream,
+    ):
         text = "".join(stream.text_stream)
     assert "demo provider" in text
     rows = _rows(server)

@@ -63,7 +63,7 @@ def create(
         typer.Option(
             "--scope",
             metavar="SCOPE",
-            help="Service key scope: sessions:write or sessions:declare.",
+            help="Service key scope: sessions:write, sessions:declare or usage:read.",
         ),
     ] = None,
     allow_label: Annotated[

@@ -7,12 +7,17 @@ import time
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from pilothouse.gateway.calls import CallRefused, Gateway
+from pilothouse.gateway.calls import Gateway
+from pilothouse.gateway.exchange import CallRefused
 from pilothouse.gateway.providers.base import WireFormat
 from pilothouse.gateway.wire import error_body
 
+# Longest suffix first: /messages/count_tokens must not be taken for /messages.
 ENDPOINTS = {
     "/chat/completions": WireFormat.OPENAI_CHAT,
+    "/responses": WireFormat.OPENAI_RESPONSES,
+    "/embeddings": WireFormat.OPENAI_EMBEDDINGS,
+    "/messages/count_tokens": WireFormat.ANTHROPIC_COUNT_TOKENS,
     "/messages": WireFormat.ANTHROPIC_MESSAGES,
 }
 
@@ -42,7 +47,7 @@ class GatewayASGI:
     async def _models(self, scope: Scope, send: Send) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
-            await self._gateway.authenticate_only(headers, scope)
+            aliases = await self._gateway.models_for(headers, scope)
         except CallRefused as refused:
             body = error_body(WireFormat.OPENAI_CHAT, refused.status, refused.code, refused.message)
             await _plain(send, refused.status, body)
@@ -50,8 +55,7 @@ class GatewayASGI:
         created = int(time.time())
         data = [
             {"id": alias, "object": "model", "created": created, "owned_by": "pilothouse"}
-            for alias in self._gateway.router.aliases()
-            if not any(c in alias for c in "*?[")
+            for alias in aliases
         ]
         await _plain(send, 200, orjson.dumps({"object": "list", "data": data}))
 

@@ -1,30 +1,67 @@
-"""One LLM call through the gateway, in the order every channel follows:
+"""One LLM call through the gateway, in the order every endpoint follows:
 
-authenticate -> resolve the model -> forward -> relay -> settle (usage row) -> reply.
+read -> authenticate -> parse -> resolve the model -> check access -> forward (retries, fallback,
+translation) -> relay -> settle (the usage row, durable) -> finish the reply.
 
 Written against raw ASGI: the hot path does not pay for the admin API's framework layers.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from pilothouse.audit import chain
 from pilothouse.errors import PilothouseError, StoreUnavailable
-from pilothouse.gateway.config import DeploymentConfig
-from pilothouse.gateway.prices import Price, PriceBook
-from pilothouse.gateway.providers.base import Provider, UpstreamCall, UpstreamReply, WireFormat
+from pilothouse.gateway.access import ModelAccess
+from pilothouse.gateway.config import DeploymentConfig, ModelConfig
+from pilothouse.gateway.exchange import (
+    Call,
+    CallRefused,
+    call_record,
+    elapsed_ms,
+    reply_error,
+    start_message,
+    uncancel,
+    usage_row,
+    watch_disconnect,
+)
+from pilothouse.gateway.prices import PriceBook
+from pilothouse.gateway.providers.base import (
+    PASS_THROUGH_HEADERS,
+    Provider,
+    UpstreamBroken,
+    UpstreamCall,
+    UpstreamError,
+    UpstreamReply,
+    UpstreamTimeout,
+    WireFormat,
+)
 from pilothouse.gateway.recorder import UsageRecorder
+from pilothouse.gateway.replies import (
+    ERROR_DETAIL_BYTES,
+    close_reply,
+    error_detail,
+    prepend,
+    retry_after_seconds,
+)
 from pilothouse.gateway.routing import Router
-from pilothouse.gateway.usage import Usage
-from pilothouse.gateway.wire import StreamWatcher, error_body, usage_of_body
+from pilothouse.gateway.translate import (
+    StreamTranslator,
+    TranslationError,
+    tool_map,
+    translate_error,
+    translate_reply,
+    translate_request,
+)
+from pilothouse.gateway.usage import Usage, estimate_tokens
+from pilothouse.gateway.wire import StreamWatcher, sse_error, usage_of_body
 from pilothouse.identity.principal import Principal
 from pilothouse.ids import new_id
 
@@ -33,34 +70,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CLIENT_SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "x-session-id")
+PASS_THROUGH = tuple(name for names in PASS_THROUGH_HEADERS.values() for name in names)
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Request wires a chat-like call may be translated to, by the client's wire, best first.
+TRANSLATIONS: dict[WireFormat, tuple[WireFormat, ...]] = {
+    WireFormat.ANTHROPIC_MESSAGES: (WireFormat.OPENAI_CHAT,),
+    WireFormat.OPENAI_CHAT: (WireFormat.ANTHROPIC_MESSAGES,),
+    WireFormat.OPENAI_RESPONSES: (WireFormat.OPENAI_CHAT, WireFormat.ANTHROPIC_MESSAGES),
+}
+# What each endpoint's body must hold.
+REQUIRED_FIELD: dict[WireFormat, tuple[str, type | tuple[type, ...]]] = {
+    WireFormat.OPENAI_CHAT: ("messages", list),
+    WireFormat.ANTHROPIC_MESSAGES: ("messages", list),
+    WireFormat.ANTHROPIC_COUNT_TOKENS: ("messages", list),
+    WireFormat.OPENAI_RESPONSES: ("input", (list, str)),
+    WireFormat.OPENAI_EMBEDDINGS: ("input", (list, str)),
+}
+NEVER_STREAMED = (WireFormat.OPENAI_EMBEDDINGS, WireFormat.ANTHROPIC_COUNT_TOKENS)
 
 
-class CallRefused(Exception):
-    """A call Pilothouse refuses before forwarding: rendered in the client's error shape."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-@dataclass(slots=True)
-class Call:
-    """The state of one call while it is handled."""
-
-    request_id: str
-    wire: WireFormat
-    endpoint: str
-    headers: dict[str, str]
-    started: float
-    principal: Principal | None = None
-    body: dict[str, Any] | None = None
-    alias: str = ""
-    deployment: DeploymentConfig | None = None
-    price: Price | None = None
-    stream: bool = False
-    ttfb_ms: int | None = None
-    retries: int = 0
+class _Skip(Exception):
+    """This deployment cannot take this call at all (no provider, no price, no such wire)."""
 
 
 class Gateway:
@@ -73,17 +103,24 @@ class Gateway:
         providers: Mapping[str, Provider],
         prices: PriceBook,
         recorder: UsageRecorder,
+        access: ModelAccess,
     ) -> None:
         self._svc = services
         self._router = router
         self._providers = providers
         self._prices = prices
         self._recorder = recorder
+        self._access = access
 
     @property
     def router(self) -> Router:
         """The model router."""
         return self._router
+
+    async def aclose(self) -> None:
+        """Close every provider's connections."""
+        for provider in self._providers.values():
+            await provider.aclose()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, wire: WireFormat) -> None:
         """Serve one LLM call end to end."""
@@ -94,24 +131,54 @@ class Gateway:
             endpoint=scope["path"],
             headers=headers,
             started=time.monotonic(),
+            started_ns=time.time_ns(),
         )
         try:
             raw = await self._read_body(receive)
             call.principal = await self._authenticate(call, scope)
             self._parse(call, raw)
+            await self._admit(call)
+            if wire is WireFormat.ANTHROPIC_COUNT_TOKENS:
+                await self._count_tokens(call, send)
+                return
+        except CallRefused as refused:
+            await reply_error(send, call, refused)
+            return
+        watcher = asyncio.create_task(watch_disconnect(receive, call, asyncio.current_task()))
+        try:
+            await self._serve(call, send)
+        except asyncio.CancelledError:
+            if not call.disconnected:
+                raise
+            uncancel()
+            if call.deployment is not None:  # the upstream had the call: count it, estimated
+                usage = self._estimate(call, Usage())
+                await self._settle_quietly(call, usage, "client_disconnected")
+        finally:
+            watcher.cancel()
+
+    async def models_for(self, headers: dict[str, str], scope: Scope) -> list[str]:
+        """The exact aliases the caller of ``GET /v1/models`` may use."""
+        call = Call(
+            new_id("req"), WireFormat.OPENAI_CHAT, scope["path"], headers, time.monotonic(), 0
+        )
+        principal = await self._authenticate(call, scope)
+        exact = [m for m in self._router.models() if not any(c in m.alias for c in "*?[")]
+        return [m.alias for m in exact if await self._may_use(m, principal)]
+
+    async def _serve(self, call: Call, send: Send) -> None:
+        try:
             reply = await self._forward(call)
         except CallRefused as refused:
-            await _reply_error(send, call, refused.status, refused.code, refused.message)
+            if call.deployment is not None:  # forwarded and failed: the call is still recorded
+                call.error = refused.message
+                await self._settle_quietly(call, Usage(), "upstream_failed", refused.status)
+            await reply_error(send, call, refused)
             return
         if call.stream and reply.status == 200:
             await self._relay_stream(call, reply, send)
         else:
             await self._relay_whole(call, reply, send)
-
-    async def authenticate_only(self, headers: dict[str, str], scope: Scope) -> Principal:
-        """Authenticate a gateway request that forwards nothing (``GET /v1/models``)."""
-        call = Call(new_id("req"), WireFormat.OPENAI_CHAT, scope["path"], headers, time.monotonic())
-        return await self._authenticate(call, scope)
 
     async def _read_body(self, receive: Receive) -> bytes:
         limit = self._svc.settings.max_body_bytes
@@ -144,153 +211,367 @@ class Gateway:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise CallRefused(400, "invalid_request", "'model' is required and must be a string")
-        if not isinstance(body.get("messages"), list):
-            raise CallRefused(400, "invalid_request", "'messages' is required and must be a list")
+        name, kind = REQUIRED_FIELD[call.wire]
+        if not isinstance(body.get(name), kind):
+            shape = "a list" if kind is list else "a string or a list"
+            raise CallRefused(400, "invalid_request", f"'{name}' is required and must be {shape}")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise CallRefused(400, "invalid_request", "'stream' must be true or false")
+        if stream and call.wire in (
+            WireFormat.OPENAI_EMBEDDINGS,
+            WireFormat.ANTHROPIC_COUNT_TOKENS,
+        ):
+            raise CallRefused(400, "invalid_request", "this endpoint does not stream")
         call.body = body
         call.alias = model
-        call.stream = body.get("stream") is True
+        call.stream = stream
 
-    async def _forward(self, call: Call) -> UpstreamReply:
-        assert call.body is not None
+    async def _admit(self, call: Call) -> None:
+        """Resolve the model and check the caller may use it (a refusal is audited)."""
+        assert call.principal is not None
         model = self._router.resolve(call.alias)
         if model is None:
             raise CallRefused(
                 404, "model_not_found", f"model {call.alias!r} is not served by this gateway"
             )
-        failures: list[str] = []
-        for deployment in self._router.order(model):
-            provider = self._providers.get(deployment.provider)
-            if provider is None:
-                failures.append(f"{deployment.id}: provider not available")
-                continue
-            price = self._prices.for_deployment(deployment)
-            if price is None:
-                failures.append(f"{deployment.id}: no price configured")
-                continue
-            call.deployment, call.price = deployment, price
-            upstream = UpstreamCall(deployment, call.wire, self._upstream_body(call), call.stream)
-            try:
-                reply = await provider.send(upstream)
-            except OSError as exc:
-                failures.append(f"{deployment.id}: {exc}")
-                call.retries += 1
-                continue
-            call.ttfb_ms = _ms(call.started)
-            return reply
-        raise CallRefused(
-            502,
-            "upstream_failed",
-            f"no deployment of {call.alias!r} answered: {'; '.join(failures)}",
-        )
+        if not await self._may_use(model, call.principal):
+            message = f"model {call.alias!r} is not allowed for this key"
+            await self._audit_denied(call, message)
+            raise CallRefused(403, "model_not_allowed", message)
+        call.model = model
+        call.passthrough = {n: call.headers[n] for n in PASS_THROUGH if n in call.headers}
 
-    def _upstream_body(self, call: Call) -> dict[str, Any]:
-        assert call.body is not None and call.deployment is not None
-        body = {**call.body, "model": call.deployment.model}
-        if call.stream and call.wire is WireFormat.OPENAI_CHAT:
-            # Usage must come from the stream itself: ask for it, hide it if the client did not.
-            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        return body
+    async def _may_use(self, model: ModelConfig, principal: Principal) -> bool:
+        try:
+            return await self._access.allows(model, principal)
+        except PilothouseError as exc:  # the store could not be read: refuse
+            raise CallRefused(exc.status, exc.code, exc.message) from exc
+
+    async def _audit_denied(self, call: Call, reason: str) -> None:
+        principal = call.principal
+        assert principal is not None
+        try:
+            async with self._svc.store.write() as conn:
+                await chain.append(
+                    conn,
+                    self._svc.clock,
+                    org_id=principal.org_id,
+                    actor=chain.Actor(principal.actor_kind, principal.actor_id),
+                    action="access.denied",
+                    outcome="denied",
+                    target_type="model",
+                    target_id=call.alias[:200],
+                    request_id=call.request_id,
+                    details={"reason": reason, "method": "POST", "path": call.endpoint},
+                )
+        except PilothouseError as exc:  # not recorded: refuse with the store's error
+            raise CallRefused(exc.status, exc.code, exc.message) from exc
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    async def _forward(self, call: Call) -> UpstreamReply:
+        """Try the model's deployments in strategy order, retrying and falling back."""
+        model = call.model
+        assert model is not None
+        config = self._router.config
+        plan = self._router.order(model)
+        if not plan:
+            wait = self._router.cooling(model)
+            raise CallRefused(
+                503,
+                "upstream_unavailable",
+                f"every deployment of {call.alias!r} is cooling down after failures;"
+                f" the next is tried in {wait:.0f}s",
+                retry_after=wait,
+            )
+        tries: dict[str, int] = {}
+        waits: dict[str, float] = {}
+        failures: list[str] = []
+        skipped: list[str] = []
+        last_status, last_retry_after, timeouts_only = 0, None, True
+        budget = 1 + model.retries
+        while budget > 0 and plan:
+            deployment = min(plan, key=lambda d: tries.get(d.id, 0))
+            done = tries.get(deployment.id, 0)
+            if done:
+                backoff = min(
+                    config.backoff_base_seconds * 2 ** (done - 1), config.backoff_max_seconds
+                )
+                await asyncio.sleep(max(backoff, waits.pop(deployment.id, 0.0)))
+            try:
+                reply = await self._attempt(call, deployment)
+                if reply.status not in RETRYABLE_STATUS:
+                    return await self._first_chunk(call, reply, deployment)
+            except _Skip as skip:
+                skipped.append(f"{deployment.id}: {skip}")
+                plan.remove(deployment)
+                continue
+            except UpstreamError as exc:
+                retry_after = None
+                failures.append(f"{deployment.id}: {exc}")
+                timeouts_only = timeouts_only and isinstance(exc, UpstreamTimeout)
+                last_status = 504 if isinstance(exc, UpstreamTimeout) else 502
+            else:
+                retry_after = retry_after_seconds(reply.headers)
+                detail = await error_detail(reply)
+                failures.append(f"{deployment.id}: HTTP {reply.status} {detail}".rstrip())
+                timeouts_only = False
+                last_status = reply.status
+                last_retry_after = retry_after
+            budget -= 1
+            tries[deployment.id] = done + 1
+            self._router.failed(deployment, retry_after)
+            if self._router.health(deployment).cooling_until > time.monotonic():
+                plan.remove(deployment)
+            elif retry_after is not None:
+                waits[deployment.id] = retry_after
+            if budget > 0 and plan:
+                call.retries += 1
+        if not failures:
+            raise CallRefused(
+                503,
+                "model_unavailable",
+                f"no deployment of {call.alias!r} can serve this call: " + "; ".join(skipped),
+            )
+        tried = sum(tries.values())
+        summary = f"{call.alias!r} failed after {tried} {'try' if tried == 1 else 'tries'}: " + (
+            "; ".join(failures + skipped)
+        )
+        if last_status == 429:
+            raise CallRefused(429, "upstream_rate_limited", summary, retry_after=last_retry_after)
+        if timeouts_only:
+            raise CallRefused(504, "upstream_timeout", summary)
+        raise CallRefused(502, "upstream_failed", summary)
+
+    async def _attempt(self, call: Call, deployment: DeploymentConfig) -> UpstreamReply:
+        provider = self._providers.get(deployment.provider)
+        if provider is None:
+            raise _Skip(f"provider {deployment.provider!r} is not available")
+        price = self._prices.for_deployment(deployment)
+        if price is None:
+            raise _Skip(
+                f"model {deployment.model!r} has no price: set a price on the deployment or"
+                " gateway.default_price (calls are never served for free)"
+            )
+        wire = self._wire_for(call.wire, provider, deployment)
+        if wire is None:
+            raise _Skip(f"it does not serve {call.wire.value} calls")
+        body = self._upstream_body(call, deployment, wire)
+        call.deployment, call.price, call.upstream_wire = deployment, price, wire
+        upstream = UpstreamCall(deployment, wire, body, call.stream, call.passthrough)
+        reply = await provider.send(upstream)
+        call.ttfb_ms = elapsed_ms(call.started)
+        return reply
+
+    async def _first_chunk(
+        self, call: Call, reply: UpstreamReply, deployment: DeploymentConfig
+    ) -> UpstreamReply:
+        """For a stream, wait for its first bytes before relaying anything: a stream that
+        stalls or breaks before its first byte is retried like any failed attempt."""
+        if not (call.stream and reply.status == 200):
+            self._router.succeeded(deployment, call.ttfb_ms or 0)
+            return reply
+        try:
+            first = await anext(reply.chunks)
+        except StopAsyncIteration:
+            first = b""
+        except UpstreamError:
+            await close_reply(reply)
+            raise
+        call.ttfb_ms = elapsed_ms(call.started)
+        self._router.succeeded(deployment, call.ttfb_ms)
+        return UpstreamReply(reply.status, reply.content_type, prepend(first, reply.chunks))
+
+    def _wire_for(
+        self, wire: WireFormat, provider: Provider, deployment: DeploymentConfig
+    ) -> WireFormat | None:
+        if provider.speaks(wire, deployment):
+            return wire
+        return next((w for w in TRANSLATIONS.get(wire, ()) if provider.speaks(w, deployment)), None)
+
+    def _upstream_body(
+        self, call: Call, deployment: DeploymentConfig, wire: WireFormat
+    ) -> dict[str, Any]:
+        assert call.body is not None
+        base = call.bodies.get(wire)
+        if base is None:
+            if wire is call.wire:
+                base = call.body
+            else:
+                try:
+                    base = translate_request(call.body, call.wire, wire)
+                except TranslationError as exc:
+                    raise CallRefused(400, "invalid_request", str(exc)) from exc
+            if call.stream and wire is WireFormat.OPENAI_CHAT:
+                # Usage must come from the stream itself: ask for it, hide it if not asked.
+                options = {**(base.get("stream_options") or {}), "include_usage": True}
+                base = {**base, "stream_options": options}
+            call.bodies[wire] = base
+        return {**base, "model": deployment.model}
+
+    # -- relaying ---------------------------------------------------------------------------
 
     async def _relay_whole(self, call: Call, reply: UpstreamReply, send: Send) -> None:
-        body = b"".join([chunk async for chunk in reply.chunks])
-        usage = usage_of_body(call.wire, body) if reply.status == 200 else Usage()
-        status = "ok" if reply.status == 200 else "upstream_error"
+        assert call.upstream_wire is not None
         try:
-            await self._settle(call, usage, status, reply.status)
-        except StoreUnavailable as exc:
-            await _reply_error(send, call, 503, exc.code, exc.message)
+            body = b"".join([chunk async for chunk in reply.chunks])
+        except UpstreamError as exc:
+            call.error = f"{call.deployment.id if call.deployment else '?'}: {exc}"
+            await self._settle_quietly(call, self._estimate(call, Usage()), "upstream_failed", 502)
+            status = 504 if isinstance(exc, UpstreamTimeout) else 502
+            code = "upstream_timeout" if status == 504 else "upstream_failed"
+            await reply_error(send, call, CallRefused(status, code, call.error))
             return
-        await send(_start(reply.status, reply.content_type, call.request_id))
+        ok = reply.status == 200
+        usage = usage_of_body(call.upstream_wire, body) if ok else Usage()
+        if call.upstream_wire is not call.wire:
+            try:
+                if ok:
+                    tools = tool_map(call.body or {}, call.wire)
+                    body = translate_reply(
+                        body, call.upstream_wire, call.wire, call.alias, tools=tools
+                    )
+                else:
+                    body = translate_error(body, reply.status, call.upstream_wire, call.wire)
+            except TranslationError as exc:  # the upstream's 200 is not a reply: still recorded
+                call.error = f"{call.deployment.id if call.deployment else '?'}: {exc}"
+                await self._settle_quietly(call, usage, "upstream_error", 502)
+                await reply_error(send, call, CallRefused(502, "upstream_failed", call.error))
+                return
+        if not ok:
+            call.error = body[:ERROR_DETAIL_BYTES].decode("utf-8", "replace")
+        try:
+            await self._settle(call, usage, "ok" if ok else "upstream_error", reply.status)
+        except StoreUnavailable as exc:
+            await reply_error(send, call, CallRefused(503, exc.code, exc.message))
+            return
+        content_type = "application/json" if call.upstream_wire is not call.wire else None
+        await send(start_message(reply.status, content_type or reply.content_type, call.request_id))
         await send({"type": "http.response.body", "body": body})
 
     async def _relay_stream(self, call: Call, reply: UpstreamReply, send: Send) -> None:
-        asked = bool(((call.body or {}).get("stream_options") or {}).get("include_usage"))
-        watcher = StreamWatcher(call.wire, hide_usage_chunk=not asked)
-        status = "ok"
+        assert call.upstream_wire is not None and call.body is not None
+        asked = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        translator = None
+        if call.upstream_wire is not call.wire:
+            translator = StreamTranslator(
+                call.upstream_wire,
+                call.wire,
+                call.alias,
+                include_usage=asked,
+                tools=tool_map(call.body, call.wire),
+            )
+        watcher = StreamWatcher(
+            call.upstream_wire, hide_usage_chunk=translator is None and not asked
+        )
+        status, failure = "ok", None
         try:
-            await send(_start(200, "text/event-stream", call.request_id))
+            await send(start_message(200, "text/event-stream", call.request_id))
             async for chunk in reply.chunks:
-                out = watcher.feed(chunk)
+                if translator is None:
+                    out = watcher.feed(chunk)
+                else:
+                    out = b"".join([translator.event(e) for e in watcher.events(chunk)])
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
+        except UpstreamError as exc:
+            failure = exc
+            status = "upstream_timeout" if isinstance(exc, UpstreamTimeout) else "upstream_cut"
+            call.error = f"{call.deployment.id if call.deployment else '?'}: {exc}"
         except OSError:
             status = "client_disconnected"
+        except asyncio.CancelledError:
+            if not call.disconnected:
+                raise
+            uncancel()
+            status = "client_disconnected"
         finally:
-            await reply.chunks.aclose()  # type: ignore[attr-defined]
+            await close_reply(reply)
         if status == "ok" and not watcher.finished:
-            status = "upstream_incomplete"
+            status = "upstream_cut"
+            failure = UpstreamBroken("the upstream ended the stream before it finished")
+            call.error = str(failure)
+        usage = watcher.usage
+        if not watcher.finished:
+            usage = self._estimate(call, usage, output_chars=watcher.output_chars())
+        call.finishing = True
         try:
-            await self._settle(call, watcher.usage, status, 200)
+            await self._settle(call, usage, status, 200)
         except StoreUnavailable as exc:
             log.error("usage of %s not recorded: %s", call.request_id, exc)
+            if status != "client_disconnected":
+                tail = sse_error(call.wire, 503, exc.code, exc.message)
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
             return
-        if status != "client_disconnected":
-            tail = watcher.terminal + watcher.rest()
-            await send({"type": "http.response.body", "body": tail, "more_body": False})
+        if status == "client_disconnected":
+            return
+        if failure is None:
+            tail = translator.finish() if translator else watcher.terminal + watcher.rest()
+        else:
+            code = "upstream_timeout" if isinstance(failure, UpstreamTimeout) else "upstream_failed"
+            message = f"the upstream stream failed: {failure}"
+            tail = (
+                translator.error(502, code, message)
+                if translator
+                else sse_error(call.wire, 502, code, message)
+            )
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _count_tokens(self, call: Call, send: Send) -> None:
+        """``/v1/messages/count_tokens``: an Anthropic deployment counts; otherwise estimate.
+
+        Counting is free upstream, so it makes no usage row.
+        """
+        assert call.model is not None and call.body is not None
+        for deployment in self._router.order(call.model):
+            provider = self._providers.get(deployment.provider)
+            if provider is None or not provider.speaks(call.wire, deployment):
+                continue
+            upstream = UpstreamCall(
+                deployment,
+                call.wire,
+                {**call.body, "model": deployment.model},
+                False,
+                call.passthrough,
+            )
+            try:
+                reply = await provider.send(upstream)
+                body = b"".join([chunk async for chunk in reply.chunks])
+            except UpstreamError:
+                continue
+            await send(start_message(reply.status, "application/json", call.request_id))
+            await send({"type": "http.response.body", "body": body})
+            return
+        count = estimate_tokens(
+            [call.body.get("system"), call.body.get("messages"), call.body.get("tools")]
+        )
+        await send(start_message(200, "application/json", call.request_id))
+        await send({"type": "http.response.body", "body": orjson.dumps({"input_tokens": count})})
+
+    # -- settling ---------------------------------------------------------------------------
+
+    def _estimate(self, call: Call, usage: Usage, output_chars: int = 0) -> Usage:
+        """Fill in what a call that ended early never reported, marking the row estimated."""
+        call.estimated = True
+        if not (usage.input_tokens or usage.cache_read_tokens or usage.cache_write_tokens):
+            body = call.body or {}
+            usage.input_tokens = estimate_tokens(
+                [body.get("system"), body.get("messages"), body.get("input"), body.get("tools")]
+            )
+        usage.output_tokens = max(usage.output_tokens, (output_chars + 3) // 4)
+        return usage
+
+    async def _settle_quietly(
+        self, call: Call, usage: Usage, status: str, http_status: int = 499
+    ) -> None:
+        try:
+            await self._settle(call, usage, status, http_status)
+        except StoreUnavailable as exc:
+            log.error("usage of %s not recorded: %s", call.request_id, exc)
 
     async def _settle(self, call: Call, usage: Usage, status: str, http_status: int) -> None:
-        principal = call.principal
-        assert principal is not None and call.deployment is not None and call.price is not None
-        session = principal.session
-        await self._recorder.record(
-            {
-                "request_id": call.request_id,
-                "org_id": principal.org_id,
-                "session_id": principal.session_id,
-                "key_id": principal.key_id,
-                "user_id": (session.user_id if session else None) or principal.user_id,
-                "team_id": session.team_id if session else None,
-                "project": session.project if session else None,
-                "repository": session.repository if session else None,
-                "labels": json.dumps(dict(principal.labels), sort_keys=True),
-                "skills": json.dumps(list(session.skills) if session else []),
-                "plugins": json.dumps(list(session.plugins) if session else []),
-                "client_session": _client_session(call.headers),
-                "endpoint": call.endpoint,
-                "model_alias": call.alias,
-                "deployment": call.deployment.id,
-                "upstream_model": call.deployment.model,
-                "stream": int(call.stream),
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "cache_read_tokens": usage.cache_read_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "cost_picos": call.price.cost_picos(usage),
-                "price_version": call.price.version,
-                "status": status,
-                "http_status": http_status,
-                "error": None,
-                "retries": call.retries,
-                "ttfb_ms": call.ttfb_ms,
-                "latency_ms": _ms(call.started),
-                "created_at": self._svc.clock.now(),
-            }
-        )
-
-
-def _client_session(headers: Mapping[str, str]) -> str | None:
-    for name in CLIENT_SESSION_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value[:100]
-    return None
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
-
-
-def _start(status: int, content_type: str, request_id: str) -> dict[str, Any]:
-    headers = [
-        (b"content-type", content_type.encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
-    if content_type == "text/event-stream":
-        headers.append((b"cache-control", b"no-cache"))
-    return {"type": "http.response.start", "status": status, "headers": headers}
-
-
-async def _reply_error(send: Send, call: Call, status: int, code: str, message: str) -> None:
-    await send(_start(status, "application/json", call.request_id))
-    await send({"type": "http.response.body", "body": error_body(call.wire, status, code, message)})
+        call.finishing = True
+        row = usage_row(call, usage, status, http_status, self._svc.clock.now())
+        await self._recorder.record(row)
+        self._svc.telemetry.call_finished(call_record(call, row, usage))

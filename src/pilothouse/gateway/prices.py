@@ -7,13 +7,16 @@ pico-dollars: cost is an integer number of pico-dollars, never a float.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 
-from pilothouse.gateway.config import DeploymentConfig
+from pilothouse.gateway.config import DeploymentConfig, PriceOverride
 from pilothouse.gateway.usage import Usage
 
 PICOS_PER_DOLLAR = 10**12
+# A dated snapshot (claude-haiku-4-5-20251001, gpt-4o-2024-08-06) costs what its model costs.
+_SNAPSHOT = re.compile(r"-(\d{8}|\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,32 +40,34 @@ class Price:
 
 
 class PriceBook:
-    """The shipped price table, looked up by upstream model name."""
+    """The shipped price table, looked up by upstream model name, and the default price."""
 
-    def __init__(self, table: dict[str, dict[str, int]], version: str) -> None:
+    def __init__(
+        self,
+        table: dict[str, dict[str, int]],
+        version: str,
+        default: PriceOverride | None = None,
+    ) -> None:
         self._table = table
         self.version = version
+        self._default = default
 
     @classmethod
-    def shipped(cls) -> PriceBook:
-        """The price file that ships with Pilothouse."""
+    def shipped(cls, default: PriceOverride | None = None) -> PriceBook:
+        """The price file that ships with Pilothouse, and an optional default price."""
         data = json.loads(resources.files("pilothouse.gateway").joinpath("prices.json").read_text())
-        return cls(data["models"], data["version"])
+        return cls(data["models"], data["version"], default)
 
     def for_deployment(self, deployment: DeploymentConfig) -> Price | None:
-        """The deployment's override, else the table's price for its model; None if unpriced."""
+        """The deployment's override, else the table's price for its model (or its dated
+        snapshot's model), else the configured default; None if the model is unpriced."""
         if deployment.price is not None:
-            p = deployment.price
-            return Price(
-                p.input,
-                p.output,
-                p.cache_read if p.cache_read is not None else p.input,
-                p.cache_write if p.cache_write is not None else p.input,
-                f"override:{deployment.id}",
-            )
+            return _override(deployment.price, f"override:{deployment.id}")
         entry = self._table.get(deployment.model)
         if entry is None:
-            return None
+            entry = self._table.get(_SNAPSHOT.sub("", deployment.model))
+        if entry is None:
+            return _override(self._default, "default") if self._default is not None else None
         return Price(
             entry["input"],
             entry["output"],
@@ -70,3 +75,13 @@ class PriceBook:
             entry.get("cache_write", entry["input"]),
             self.version,
         )
+
+
+def _override(p: PriceOverride, version: str) -> Price:
+    return Price(
+        p.input,
+        p.output,
+        p.cache_read if p.cache_read is not None else p.input,
+        p.cache_write if p.cache_write is not None else p.input,
+        version,
+    )

@@ -38,6 +38,9 @@ usage_records = Table(
     Column("http_status", Integer, nullable=False),
     Column("error", Text, nullable=True),
     Column("retries", Integer, nullable=False, default=0),
+    # 1 when the call ended before its usage arrived (a cut stream, a client that left):
+    # the tokens were estimated from the request and the output relayed so far.
+    Column("estimated", Integer, nullable=False, default=0, server_default="0"),
     Column("ttfb_ms", Integer, nullable=True),
     Column("latency_ms", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),

@@ -37,13 +37,26 @@ _OPENAI_TYPES = {
 
 def error_body(wire: WireFormat, status: int, code: str, message: str) -> bytes:
     """An error in the shape the client's SDK expects, with Pilothouse's stable code."""
-    if wire is WireFormat.ANTHROPIC_MESSAGES:
+    if wire.is_anthropic:
         kind = _ANTHROPIC_TYPES.get(status, "api_error")
         return orjson.dumps(
             {"type": "error", "error": {"type": kind, "message": message, "code": code}}
         )
     kind = _OPENAI_TYPES.get(status, "server_error")
     return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+def sse_error(wire: WireFormat, status: int, code: str, message: str) -> bytes:
+    """An error event for a stream whose headers were already sent, as each SDK raises it."""
+    if wire.is_anthropic:
+        return b"event: error\ndata: " + error_body(wire, status, code, message) + b"\n\n"
+    payload: dict[str, Any] = orjson.loads(error_body(wire, status, code, message))
+    if wire is WireFormat.OPENAI_RESPONSES:
+        # The Responses stream's own error event, which also carries the "error" object the
+        # OpenAI SDK raises on.
+        payload.update(type="error", code=code, message=message, param=None, sequence_number=0)
+        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 def _int(value: Any) -> int:
@@ -54,13 +67,33 @@ def openai_usage(raw: Any) -> Usage:
     """Usage from an OpenAI ``usage`` object (prompt tokens include cached ones)."""
     if not isinstance(raw, dict):
         return Usage()
-    cached = _int((raw.get("prompt_tokens_details") or {}).get("cached_tokens"))
+    details = raw.get("prompt_tokens_details") or {}
+    cached = _int(details.get("cached_tokens"))
+    written = _int(details.get("cache_write_tokens"))
     reasoning = _int((raw.get("completion_tokens_details") or {}).get("reasoning_tokens"))
     prompt = _int(raw.get("prompt_tokens"))
     return Usage(
-        input_tokens=max(prompt - cached, 0),
+        input_tokens=max(prompt - cached - written, 0),
         output_tokens=_int(raw.get("completion_tokens")),
         cache_read_tokens=cached,
+        cache_write_tokens=written,
+        reasoning_tokens=reasoning,
+    )
+
+
+def responses_usage(raw: Any) -> Usage:
+    """Usage from a Responses API ``usage`` object (input tokens include cached ones)."""
+    if not isinstance(raw, dict):
+        return Usage()
+    details = raw.get("input_tokens_details") or {}
+    cached = _int(details.get("cached_tokens"))
+    written = _int(details.get("cache_write_tokens"))
+    reasoning = _int((raw.get("output_tokens_details") or {}).get("reasoning_tokens"))
+    return Usage(
+        input_tokens=max(_int(raw.get("input_tokens")) - cached - written, 0),
+        output_tokens=_int(raw.get("output_tokens")),
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
         reasoning_tokens=reasoning,
     )
 
@@ -90,61 +123,86 @@ def usage_of_body(wire: WireFormat, body: bytes) -> Usage:
     raw = parsed.get("usage") if isinstance(parsed, dict) else None
     if wire is WireFormat.ANTHROPIC_MESSAGES:
         return anthropic_usage(raw)
+    if wire is WireFormat.OPENAI_RESPONSES:
+        return responses_usage(raw)
     return openai_usage(raw)
 
 
 class StreamWatcher:
-    """Splits a relayed SSE stream into events, reads usage, holds back the terminal event."""
+    """Splits a relayed SSE stream into events, reads usage, holds back the terminal event.
+
+    Events are kept (as the bytes already relayed) so that, if the stream ends before its usage
+    arrives, the output produced so far can still be estimated from them.
+    """
 
     def __init__(self, wire: WireFormat, *, hide_usage_chunk: bool) -> None:
         self.wire = wire
         self.usage = Usage()
         self.finished = False
         self.terminal = b""
+        self.seen: list[bytes] = []
         self._hide_usage_chunk = hide_usage_chunk
         self._buffer = b""
 
-    def feed(self, chunk: bytes) -> bytes:
-        """Take upstream bytes; return the complete events to forward now."""
+    def events(self, chunk: bytes) -> list[bytes]:
+        """Take upstream bytes; return the complete events to forward now (no blank lines)."""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
         self._buffer += chunk
         if b"\n\n" not in self._buffer:
-            return b""
+            return []
         complete, _, self._buffer = self._buffer.rpartition(b"\n\n")
-        out = []
-        for event in complete.split(b"\n\n"):
-            kept = self._event(event)
-            if kept is not None:
-                out.append(kept + b"\n\n")
-        return b"".join(out)
+        kept = [event for event in complete.split(b"\n\n") if event and self._keep(event)]
+        self.seen.extend(kept)
+        return kept
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take upstream bytes; return the complete events to forward now, framed."""
+        return b"".join(event + b"\n\n" for event in self.events(chunk))
 
     def rest(self) -> bytes:
         """Whatever partial event was left when the stream ended."""
         rest, self._buffer = self._buffer, b""
         return rest
 
-    def _event(self, event: bytes) -> bytes | None:
+    def output_chars(self) -> int:
+        """Characters of generated text and tool arguments in the events relayed so far."""
+        return sum(_delta_chars(_data(event)) for event in self.seen)
+
+    def _keep(self, event: bytes) -> bool:
         if self.wire is WireFormat.OPENAI_CHAT:
             return self._openai_event(event)
+        if self.wire is WireFormat.OPENAI_RESPONSES:
+            return self._responses_event(event)
         return self._anthropic_event(event)
 
-    def _openai_event(self, event: bytes) -> bytes | None:
+    def _hold(self, event: bytes) -> bool:
+        self.finished = True
+        self.terminal += event + b"\n\n"
+        return False
+
+    def _openai_event(self, event: bytes) -> bool:
         if event.strip() == b"data: [DONE]":
-            self.finished = True
-            self.terminal += event + b"\n\n"
-            return None
+            return self._hold(event)
         if b'"usage"' in event:
             data = _data(event)
             if isinstance(data, dict) and isinstance(data.get("usage"), dict):
                 self.usage = openai_usage(data["usage"])
                 if self._hide_usage_chunk and not data.get("choices"):
-                    return None
-        return event
+                    return False
+        return True
 
-    def _anthropic_event(self, event: bytes) -> bytes | None:
+    def _responses_event(self, event: bytes) -> bool:
+        if b"response.completed" in event or b"response.incomplete" in event:
+            data = _data(event)
+            if isinstance(data, dict) and data.get("type") in _RESPONSES_TERMINAL:
+                self.usage = responses_usage((data.get("response") or {}).get("usage"))
+                return self._hold(event)
+        return True
+
+    def _anthropic_event(self, event: bytes) -> bool:
         if b"message_stop" in event and b'"type":"message_stop"' in event.replace(b" ", b""):
-            self.finished = True
-            self.terminal += event + b"\n\n"
-            return None
+            return self._hold(event)
         if b'"usage"' in event:
             data = _data(event)
             if isinstance(data, dict):
@@ -152,7 +210,35 @@ class StreamWatcher:
                     anthropic_usage((data.get("message") or {}).get("usage"), self.usage)
                 elif data.get("type") == "message_delta":
                     anthropic_usage(data.get("usage"), self.usage)
-        return event
+        return True
+
+
+_RESPONSES_TERMINAL = {"response.completed", "response.incomplete"}
+
+
+def _delta_chars(data: Any) -> int:
+    """Generated characters in one parsed stream event of any wire format."""
+    if not isinstance(data, dict):
+        return 0
+    total = 0
+    for choice in data.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict):
+            total += _strlen(delta.get("content")) + _strlen(delta.get("reasoning_content"))
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    total += _strlen((call.get("function") or {}).get("arguments"))
+    delta = data.get("delta")
+    if isinstance(delta, dict):  # Anthropic content_block_delta
+        for field in ("text", "partial_json", "thinking"):
+            total += _strlen(delta.get(field))
+    elif isinstance(delta, str):  # Responses output_text / function_call_arguments delta
+        total += len(delta)
+    return total
+
+
+def _strlen(value: Any) -> int:
+    return len(value) if isinstance(value, str) else 0
 
 
 def _data(event: bytes) -> Any:

@@ -57,7 +57,9 @@ class KeyCreate(Body):
     expires_in_seconds: (
         Annotated[int, Field(ge=60, le=int(MAX_KEY_LIFETIME.total_seconds()))] | None
     ) = None
-    scopes: Annotated[list[Literal["sessions:write", "sessions:declare"]], Field(max_length=8)] = []
+    scopes: Annotated[
+        list[Literal["sessions:write", "sessions:declare", "usage:read"]], Field(max_length=8)
+    ] = []
     allowed_labels: Annotated[list[LabelKey | Literal["*"]], Field(max_length=64)] = []
 
 

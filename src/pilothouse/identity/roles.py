@@ -33,6 +33,7 @@ class Permission(StrEnum):
     SESSIONS_WRITE = "sessions:write"
     SESSIONS_MANAGE = "sessions:manage"
     AUDIT_READ = "audit:read"
+    USAGE_READ = "usage:read"
 
 
 _ALL_HUMANS = frozenset(Role)
@@ -50,20 +51,31 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
         }
     ),
-    Role.FINANCE: frozenset(_READ | {Permission.SESSIONS_READ}),
+    Role.FINANCE: frozenset(_READ | {Permission.SESSIONS_READ, Permission.USAGE_READ}),
+    # Auditors read usage: who spent what on which session is part of the record they oversee,
+    # usage rows hold no request bodies or secrets, and auditors already read every session and
+    # the audit log. Security's work is keys, sessions and the audit log, not spend: no usage.
     Role.AUDITOR: frozenset(
-        _READ | {Permission.KEYS_READ_ALL, Permission.SESSIONS_READ, Permission.AUDIT_READ}
+        _READ
+        | {
+            Permission.KEYS_READ_ALL,
+            Permission.SESSIONS_READ,
+            Permission.AUDIT_READ,
+            Permission.USAGE_READ,
+        }
     ),
     Role.MEMBER: frozenset(_READ | {Permission.SESSIONS_READ, Permission.SESSIONS_WRITE}),
 }
 """Role -> permissions. ORG_CREATE is granted only to owners of the root organization."""
 
-SERVICE_SCOPES = frozenset({"sessions:write", "sessions:declare"})
-"""Scopes a service key may hold: open/end sessions; declare a session and labels by header."""
+SERVICE_SCOPES = frozenset({"sessions:write", "sessions:declare", "usage:read"})
+"""Scopes a service key may hold: open/end sessions; declare a session and labels by header;
+read usage and spend (a finance export or a BI job)."""
 
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "sessions:write": frozenset({Permission.SESSIONS_WRITE}),
     "sessions:declare": frozenset(),
+    "usage:read": frozenset({Permission.USAGE_READ}),
 }
 
 

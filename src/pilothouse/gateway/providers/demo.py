@@ -2,12 +2,14 @@
 
 It is clearly not a model: it says what it is and repeats what it was asked. It exists so that
 ``pilothouse demo`` and the tests exercise the whole gateway with no provider account. It ignores
-keys and URLs; an added latency can be given to the constructor (not yet from configuration).
+keys and URLs; a deployment's ``latency_ms`` delays the first byte of each reply.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,20 +17,12 @@ from typing import Any
 import orjson
 from ulid import ULID
 
+from pilothouse.gateway.config import DeploymentConfig
 from pilothouse.gateway.providers.base import UpstreamCall, UpstreamReply, WireFormat
+from pilothouse.gateway.translate import StreamTranslator, translate_reply, translate_request
+from pilothouse.gateway.usage import estimate_tokens
 
 WORDS_PER_CHUNK = 3
-
-
-def estimate_tokens(value: Any) -> int:
-    """A rough token count (4 characters a token) of every string inside ``value``."""
-    if isinstance(value, str):
-        return (len(value) + 3) // 4
-    if isinstance(value, dict):
-        return sum(estimate_tokens(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(estimate_tokens(v) for v in value)
-    return 0
 
 
 def _last_user_text(messages: list[Any]) -> str:
@@ -37,9 +31,9 @@ def _last_user_text(messages: list[Any]) -> str:
             content = message.get("content")
             if isinstance(content, str):
                 return content
-            if isinstance(content, list):
-                texts = [b.get("text", "") for b in content if isinstance(b, dict)]
-                return " ".join(t for t in texts if isinstance(t, str))
+            if isinstance(content, list):  # the last text block: what was typed, not reminders
+                texts = [b.get("text") for b in content if isinstance(b, dict)]
+                return next((t for t in reversed(texts) if isinstance(t, str) and t), "")
     return ""
 
 
@@ -100,19 +94,26 @@ class DemoProvider:
 
     name = "demo"
 
-    def __init__(self, latency_s: float = 0.0) -> None:
-        self._latency_s = latency_s
-
-    def speaks(self, wire: WireFormat) -> bool:
+    def speaks(self, wire: WireFormat, deployment: DeploymentConfig) -> bool:
         """The demo speaks every wire format."""
         return True
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         """Answer ``call`` in its own wire format."""
-        if self._latency_s:
-            await asyncio.sleep(self._latency_s)
-        answer = DemoAnswer(call.body)
+        if call.deployment.latency_ms:
+            await asyncio.sleep(call.deployment.latency_ms / 1000)
         model = str(call.body.get("model", call.deployment.model))
+        if call.wire is WireFormat.OPENAI_EMBEDDINGS:
+            return _json(_embeddings(call.body, model))
+        if call.wire is WireFormat.ANTHROPIC_COUNT_TOKENS:
+            count = estimate_tokens([call.body.get("system"), call.body.get("messages")])
+            return _json({"input_tokens": max(1, count)})
+        if call.wire is WireFormat.OPENAI_RESPONSES:
+            return _responses(call, model)
+        answer = DemoAnswer(call.body)
         if call.wire is WireFormat.ANTHROPIC_MESSAGES:
             if call.stream:
                 return _sse(_anthropic_stream(answer, model))
@@ -121,6 +122,56 @@ class DemoProvider:
         if call.stream:
             return _sse(_openai_stream(answer, model, include_usage))
         return _json(_openai_completion(answer, model))
+
+
+def _responses(call: UpstreamCall, model: str) -> UpstreamReply:
+    """The Responses API: the chat answer, in the Responses shape (through the translator)."""
+    answer = DemoAnswer(
+        translate_request(call.body, WireFormat.OPENAI_RESPONSES, WireFormat.OPENAI_CHAT)
+    )
+    if not call.stream:
+        chat = orjson.dumps(_openai_completion(answer, model))
+        reply = translate_reply(chat, WireFormat.OPENAI_CHAT, WireFormat.OPENAI_RESPONSES, model)
+        return UpstreamReply(200, "application/json", _once(reply))
+
+    async def events() -> AsyncIterator[bytes]:
+        translator = StreamTranslator(
+            WireFormat.OPENAI_CHAT, WireFormat.OPENAI_RESPONSES, model, include_usage=False
+        )
+        async for event in _openai_stream(answer, model, include_usage=True):
+            out = translator.event(event.rstrip(b"\n"))
+            if out:
+                yield out
+        yield translator.finish()
+
+    return _sse(events())
+
+
+def _embeddings(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A deterministic unit vector per input (from its hash): stable, clearly not semantic."""
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else list(raw or [])
+    asked = body.get("dimensions")
+    size = asked if isinstance(asked, int) and 0 < asked <= 4096 else 16
+    data = []
+    for index, item in enumerate(inputs):
+        digest = hashlib.sha256(orjson.dumps(item)).digest()
+        values = [digest[i % len(digest)] - 127.5 for i in range(max(1, min(size, 4096)))]
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        data.append(
+            {"object": "embedding", "index": index, "embedding": [v / norm for v in values]}
+        )
+    tokens = max(1, estimate_tokens(inputs))
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+async def _once(payload: bytes) -> AsyncIterator[bytes]:
+    yield payload
 
 
 def _json(payload: dict[str, Any]) -> UpstreamReply:

@@ -1,0 +1,339 @@
+"""Spend: an organization's usage rows summed by who, what and when, exactly.
+
+How the sums are computed, and why this way:
+
+- Grouping, counting and summing happen in the database. An inner query projects the few
+  columns a report needs (the group keys, the time bucket, the counters) and the outer query
+  groups by the inner query's plain columns, so the same statement works on both engines
+  (PostgreSQL will not match a ``GROUP BY`` expression whose parameters differ from the select
+  list's). 100k rows reduce to a handful of groups before anything reaches Python.
+- Column keys (user, repo, model, ...) are plain columns. A label value is read with each
+  engine's own JSON function: ``json_extract(labels, '$."name"')`` on SQLite and
+  ``CAST(labels AS jsonb) ->> 'name'`` on PostgreSQL; a row without the label yields NULL.
+- Skills and plugins are JSON arrays and a call may carry several. The database groups by the
+  array's stored text (canonical, and shared by every call of a session, so there are few
+  distinct values); Python then splits each group into one group per distinct element. The
+  SQL alternative, ``json_each`` on SQLite against a lateral ``jsonb_array_elements_text``
+  outer join on PostgreSQL, is two dialects of harder SQL for no gain in speed. A call with two
+  skills counts under both, so group sums may exceed the totals; the totals count each call once.
+- Time buckets are UTC on both engines: PostgreSQL truncates ``created_at AT TIME ZONE 'UTC'``;
+  SQLite stores UTC text, which ``strftime`` cuts. Weeks start on Monday (ISO 8601).
+- Money is exact: cost is summed as integers. SQLite's 64-bit ``sum`` would overflow past
+  $9.2 million of pico-dollars in one group, so cost is summed in two parts (whole micro-dollars
+  and the pico-dollars beyond them) that Python, with unbounded integers, puts back together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from pilothouse.context import RequestContext
+from pilothouse.gateway.tables import usage_records
+from pilothouse.gateway.usage_rows import (
+    Tokens,
+    UsageFilters,
+    conditions,
+    dollars,
+    invalid,
+    label_value,
+)
+from pilothouse.identity.labels import LABEL_KEY_RE
+from pilothouse.store.engine import Store
+
+MAX_GROUP_BY = 4
+COST_SPLIT = 1_000_000
+"""Cost is summed as ``cost // COST_SPLIT`` and ``cost % COST_SPLIT`` (see the module doc)."""
+
+u = usage_records.c
+
+
+class Interval(StrEnum):
+    """The width of a time bucket, in UTC."""
+
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+GROUP_COLUMNS = {
+    "user": u.user_id,
+    "team": u.team_id,
+    "project": u.project,
+    "repo": u.repository,
+    "session": u.session_id,
+    "key": u.key_id,
+    "model": u.model_alias,
+    "deployment": u.deployment,
+    "status": u.status,
+    "endpoint": u.endpoint,
+}
+GROUP_ARRAYS = {"skill": u.skills, "plugin": u.plugins}
+GROUP_ALIASES = {"repository": "repo"}
+LABEL_PREFIX = "label:"
+GROUP_FIELDS = [*GROUP_COLUMNS, *GROUP_ARRAYS]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    """One ``group_by`` field: a column, a label (``label:<name>``) or a JSON array."""
+
+    name: str
+
+    @property
+    def label(self) -> str | None:
+        """The label name, for ``label:<name>``."""
+        return self.name.removeprefix(LABEL_PREFIX) if self.name.startswith(LABEL_PREFIX) else None
+
+    @property
+    def is_array(self) -> bool:
+        """Whether a call may fall under several values of this key (skill, plugin)."""
+        return self.name in GROUP_ARRAYS
+
+    def expression(self, dialect: str) -> ColumnElement[Any]:
+        """What the database groups by for this key."""
+        if self.label is not None:
+            return label_value(dialect, self.label)
+        if self.is_array:
+            return GROUP_ARRAYS[self.name]
+        return GROUP_COLUMNS[self.name]
+
+
+def parse_group_by(raw: str | None) -> list[GroupKey]:
+    """``user,repo,label:use_case`` -> keys; unknown, repeated or too many fields are refused."""
+    if raw is None or not raw.strip():
+        return []
+    keys: list[GroupKey] = []
+    for part in (p.strip() for p in raw.split(",")):
+        name = GROUP_ALIASES.get(part, part)
+        label = name.removeprefix(LABEL_PREFIX) if name.startswith(LABEL_PREFIX) else None
+        if label is not None and not LABEL_KEY_RE.match(label):
+            raise invalid("group_by", f"{part[:80]!r} must be label:<name> with a label key")
+        if label is None and name not in GROUP_FIELDS:
+            choices = ", ".join(GROUP_FIELDS)
+            raise invalid("group_by", f"unknown field {part[:80]!r}; use {choices} or label:<name>")
+        if any(k.name == name for k in keys):
+            raise invalid("group_by", f"{part!r} is given twice")
+        keys.append(GroupKey(name))
+    if len(keys) > MAX_GROUP_BY:
+        raise invalid("group_by", f"at most {MAX_GROUP_BY} fields, not {len(keys)}")
+    return keys
+
+
+_SQLITE_BUCKETS = {
+    Interval.HOUR: ("%Y-%m-%d %H:00:00",),
+    Interval.DAY: ("%Y-%m-%d 00:00:00",),
+    Interval.WEEK: ("%Y-%m-%d 00:00:00", "weekday 0", "-6 days"),  # back to Monday
+    Interval.MONTH: ("%Y-%m-01 00:00:00",),
+}
+_BUCKET_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def _bucket(dialect: str, interval: Interval) -> ColumnElement[Any]:
+    """The bucket's UTC start as ``YYYY-MM-DD HH:MM:SS`` text, the same on both engines."""
+    if dialect == "postgresql":
+        utc = func.timezone("UTC", u.created_at)
+        return func.to_char(func.date_trunc(interval.value, utc), "YYYY-MM-DD HH24:MI:SS")
+    fmt, *modifiers = _SQLITE_BUCKETS[interval]
+    return func.strftime(fmt, u.created_at, *modifiers)
+
+
+class SpendSums(BaseModel):
+    """Calls, tokens and exact cost of a set of usage rows."""
+
+    calls: int
+    tokens: Tokens
+    cost_picos: int = Field(description="Exact cost in pico-dollars (10**12 per dollar).")
+    cost: str = Field(description="The same cost in dollars, as an exact decimal string.")
+
+
+class SpendGroup(BaseModel):
+    """The sums of one group in one time bucket."""
+
+    keys: dict[str, str | None] = Field(
+        description="The value of each group_by field (null: the rows have none)."
+    )
+    bucket: datetime | None = Field(description="The UTC start of the bucket (null: no interval).")
+    calls: int
+    tokens: Tokens
+    cost_picos: int = Field(description="Exact cost in pico-dollars (10**12 per dollar).")
+    cost: str = Field(description="The same cost in dollars, as an exact decimal string.")
+
+
+class SpendReport(BaseModel):
+    """Spend grouped by the requested fields and time buckets, and the totals."""
+
+    group_by: list[str]
+    interval: Interval | None
+    since: datetime | None
+    until: datetime | None
+    groups: list[SpendGroup] = Field(
+        description="Bucket ascending, then cost descending. Grouped by skill or plugin, a call"
+        " with several counts under each, so groups may sum to more than the totals."
+    )
+    totals: SpendSums = Field(description="Every matching call, counted once.")
+    truncated: bool = Field(description="More groups matched than `limit`; the rest are left off.")
+
+
+@dataclass(slots=True)
+class _Sums:
+    """Running sums of one group, as unbounded Python integers."""
+
+    calls: int = 0
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+    cost: int = 0
+
+    def add(self, other: _Sums) -> None:
+        self.calls += other.calls
+        self.input += other.input
+        self.output += other.output
+        self.cache_read += other.cache_read
+        self.cache_write += other.cache_write
+        self.reasoning += other.reasoning
+        self.cost += other.cost
+
+    def fields(self) -> dict[str, Any]:
+        tokens = Tokens(
+            input=self.input,
+            output=self.output,
+            cache_read=self.cache_read,
+            cache_write=self.cache_write,
+            reasoning=self.reasoning,
+        )
+        return {
+            "calls": self.calls,
+            "tokens": tokens,
+            "cost_picos": self.cost,
+            "cost": dollars(self.cost),
+        }
+
+
+_COUNTERS = ("input", "output", "cache_read", "cache_write", "reasoning")
+
+
+def _spend_query(
+    ctx: RequestContext,
+    dialect: str,
+    filters: UsageFilters,
+    keys: Sequence[GroupKey],
+    interval: Interval | None,
+) -> Any:
+    projected = [key.expression(dialect).label(f"k{i}") for i, key in enumerate(keys)]
+    if interval is not None:
+        projected.append(_bucket(dialect, interval).label("bucket"))
+    inner = (
+        select(
+            *projected,
+            *(u[f"{name}_tokens"].label(name) for name in _COUNTERS),
+            (u.cost_picos // COST_SPLIT).label("cost_hi"),
+            (u.cost_picos % COST_SPLIT).label("cost_lo"),
+        )
+        .where(*conditions(ctx, dialect, filters))
+        .subquery()
+    )
+    grouped = [inner.c[c.name] for c in projected]
+    return select(
+        *grouped,
+        func.count().label("calls"),
+        *(func.sum(inner.c[name]).label(name) for name in _COUNTERS),
+        func.sum(inner.c.cost_hi).label("cost_hi"),
+        func.sum(inner.c.cost_lo).label("cost_lo"),
+    ).group_by(*grouped)
+
+
+def _sums_of(row: Any) -> _Sums:
+    # PostgreSQL sums bigints as numeric (Decimal); int() of a whole Decimal is exact.
+    return _Sums(
+        calls=int(row["calls"]),
+        **{name: int(row[name] or 0) for name in _COUNTERS},
+        cost=int(row["cost_hi"] or 0) * COST_SPLIT + int(row["cost_lo"] or 0),
+    )
+
+
+def _elements(text: str | None, cache: dict[str | None, list[str | None]]) -> list[str | None]:
+    """The distinct members of a stored JSON array, or ``[None]`` for an empty one."""
+    found = cache.get(text)
+    if found is None:
+        members = sorted({str(m) for m in json.loads(text or "[]")})
+        found = cache[text] = [*members] if members else [None]
+    return found
+
+
+def _bucket_start(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.strptime(value, _BUCKET_FORMAT).replace(tzinfo=UTC)
+
+
+GroupId = tuple[datetime | None, tuple[str | None, ...]]
+
+
+def _order(item: tuple[GroupId, _Sums]) -> tuple[Any, ...]:
+    (bucket, values), sums = item
+    return (
+        bucket or datetime.min.replace(tzinfo=UTC),
+        -sums.cost,
+        -sums.calls,
+        tuple((v is None, v or "") for v in values),
+    )
+
+
+async def spend_report(
+    store: Store,
+    ctx: RequestContext,
+    filters: UsageFilters,
+    keys: Sequence[GroupKey],
+    interval: Interval | None,
+    *,
+    limit: int,
+) -> SpendReport:
+    """Calls, tokens and cost of the caller's organization, grouped by ``keys`` and ``interval``."""
+    query = _spend_query(ctx, store.dialect, filters, keys, interval)
+    async with store.read() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    totals = _Sums()
+    groups: dict[GroupId, _Sums] = {}
+    parsed: dict[str | None, list[str | None]] = {}
+    for row in rows:
+        sums = _sums_of(row)
+        if sums.calls == 0:
+            continue  # no group_by and no interval: one row even when nothing matched
+        totals.add(sums)
+        bucket = _bucket_start(row["bucket"]) if interval is not None else None
+        choices = [
+            _elements(row[f"k{i}"], parsed) if key.is_array else [row[f"k{i}"]]
+            for i, key in enumerate(keys)
+        ]
+        for values in itertools.product(*choices):
+            groups.setdefault((bucket, values), _Sums()).add(sums)
+    ordered = sorted(groups.items(), key=_order)
+    return SpendReport(
+        group_by=[key.name for key in keys],
+        interval=interval,
+        since=filters.since,
+        until=filters.until,
+        groups=[
+            SpendGroup(
+                keys={key.name: value for key, value in zip(keys, values, strict=True)},
+                bucket=bucket,
+                **sums.fields(),
+            )
+            for (bucket, values), sums in ordered[:limit]
+        ],
+        totals=SpendSums(**totals.fields()),
+        truncated=len(ordered) > limit,
+    )
