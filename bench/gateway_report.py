@@ -289,7 +289,7 @@ def _cpu_model() -> str:
 
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for dist in ("uvicorn", "uvloop", "httptools", "aiohttp", "sqlalchemy", "aiosqlite", "orjson"):
+    for dist in ("uvicorn", "uvloop", "httptools", "sqlalchemy", "aiosqlite", "asyncpg", "orjson"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[dist] = metadata.version(dist)
     return found

@@ -3,6 +3,9 @@
 Callers ``await record(row)``: the row joins the next batch, one transaction writes the batch,
 and every caller in it resumes once it has committed. Under load many calls share one commit;
 alone, a call waits only for its own write. A row whose request id exists is skipped.
+
+Batches go through ``BulkInsert`` (``store/bulk.py``): one thread hop per batch on SQLite, one
+asyncpg ``executemany`` on PostgreSQL, and no per-row work in SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -11,11 +14,9 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
-
 from pilothouse.errors import StoreUnavailable
 from pilothouse.gateway.tables import usage_records
+from pilothouse.store.bulk import BulkInsert
 from pilothouse.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class UsageRecorder:
     """Group-commits usage rows."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
+        self._insert = BulkInsert(store, usage_records, key="request_id")
         self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -44,6 +45,7 @@ class UsageRecorder:
             self._task = None
         while self._pending:
             await self._flush()
+        await self._insert.close()
 
     async def record(self, row: dict[str, Any]) -> None:
         """Queue ``row`` and return once it is committed (raise StoreUnavailable if not)."""
@@ -66,9 +68,8 @@ class UsageRecorder:
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
-            async with self._store.write() as conn:
-                await conn.execute(self._insert(), [row for row, _ in batch])
-        except (StoreUnavailable, SQLAlchemyError) as exc:
+            await self._insert([row for row, _ in batch])
+        except StoreUnavailable as exc:
             log.error("usage rows not written (%d calls): %s", len(batch), exc)
             for _, future in batch:
                 if not future.done():
@@ -77,13 +78,6 @@ class UsageRecorder:
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
-
-    def _insert(self) -> Any:
-        if self._store.dialect == "postgresql":
-            return postgresql.insert(usage_records).on_conflict_do_nothing(
-                index_elements=["request_id"]
-            )
-        return sqlite.insert(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
 
 
 def _consume(future: asyncio.Future[None]) -> None:

@@ -73,7 +73,7 @@ class Store:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside a read transaction."""
-        with _unavailable_as("read"):
+        with unavailable_as("read"):
             async with self.engine.connect() as conn, conn.begin():
                 yield conn
 
@@ -89,7 +89,7 @@ class Store:
 
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[AsyncConnection]:
-        with _unavailable_as("written"):
+        with unavailable_as("written"):
             async with self.engine.connect() as raw:
                 conn = await raw.execution_options(pilothouse_write=True)
                 # conn.info lives with the pooled DBAPI connection: start each transaction clean.
@@ -103,13 +103,22 @@ class Store:
                 for callback in conn.info.pop(_AFTER_COMMIT, []):
                     callback()
 
+    @asynccontextmanager
+    async def serial_writes(self) -> AsyncIterator[None]:
+        """Hold the in-process writer queue (SQLite's) for a write made outside ``write()``."""
+        if self._write_lock is None:
+            yield
+            return
+        async with self._write_lock:
+            yield
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
 
 
 @contextmanager
-def _unavailable_as(verb: str) -> Iterator[None]:
+def unavailable_as(verb: str) -> Iterator[None]:
     """Turn a driver's "cannot reach the database" into StoreUnavailable (a 503)."""
     try:
         yield

@@ -1,0 +1,116 @@
+"""Insert many rows of one table in one transaction, without SQLAlchemy's per-row work.
+
+For tables written on a hot path (usage rows: one per LLM call). SQLAlchemy's executemany
+processes every parameter of every row in Python and, on SQLite, crosses to aiosqlite's thread
+once per statement (BEGIN, INSERT, COMMIT). Here a batch costs:
+
+- SQLite: one hop to a thread of our own, which runs ``BEGIN IMMEDIATE``, the ``executemany``
+  and ``COMMIT`` on its own ``sqlite3`` connection to the same file, under the store's write
+  lock (SQLite has one writer; the lock queues us with the store's other writers in process);
+- PostgreSQL: one ``executemany`` of asyncpg (one prepared statement, pipelined, atomic) on a
+  pooled connection.
+
+Values go through the column types' own bind processors for the dialect, so what is stored is
+byte for byte what SQLAlchemy would store (timestamps above all). A row that conflicts on
+``key`` is skipped, which makes a retried batch harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import asyncpg
+from sqlalchemy import Table
+
+from pilothouse.errors import StoreUnavailable
+from pilothouse.store.engine import Store, unavailable_as
+
+DRIVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+SQLITE_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+
+
+class BulkInsert:
+    """``await insert(rows)`` writes ``rows`` (mappings with every column) atomically."""
+
+    def __init__(self, store: Store, table: Table, key: str) -> None:
+        self._store = store
+        dialect = store.engine.dialect
+        self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (c.name, c.type.bind_processor(dialect)) for c in table.columns
+        ]
+        names = ", ".join(name for name, _ in self._columns)
+        if store.dialect == "sqlite":
+            marks = ", ".join("?" for _ in self._columns)
+        else:
+            marks = ", ".join(f"${i}" for i in range(1, len(self._columns) + 1))
+        self._sql = (
+            f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
+        )
+        self._path = store.engine.url.database if store.dialect == "sqlite" else None
+        self._thread: ThreadPoolExecutor | None = None
+        self._sqlite: sqlite3.Connection | None = None
+
+    def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        """``row`` as the driver's parameters, in column order."""
+        return tuple(
+            row[name] if process is None else process(row[name]) for name, process in self._columns
+        )
+
+    async def __call__(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` in one transaction; raise StoreUnavailable if it did not commit."""
+        values = [self.values(row) for row in rows]
+        if self._path is None:
+            await self._postgres(values)
+            return
+        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="bulk-insert")
+        async with self._store.serial_writes():
+            await loop.run_in_executor(self._thread, self._sqlite_write, values)
+
+    async def close(self) -> None:
+        """Close the SQLite connection and its thread (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
+            thread.shutdown(wait=False)
+
+    async def _postgres(self, values: list[tuple[Any, ...]]) -> None:
+        with unavailable_as("written"):
+            async with self._store.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                try:
+                    await driver.executemany(self._sql, values)
+                except DRIVER_FAILURES as exc:
+                    raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+
+    def _sqlite_write(self, values: list[tuple[Any, ...]]) -> None:
+        try:
+            conn = self._sqlite
+            if conn is None:
+                assert self._path
+                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+                for pragma in SQLITE_PRAGMAS:
+                    conn.execute(pragma)
+                self._sqlite = conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(self._sql, values)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+
+    def _sqlite_close(self) -> None:
+        conn, self._sqlite = self._sqlite, None
+        if conn is not None:
+            conn.close()
