@@ -41,6 +41,14 @@ def _reply(body: bytes, *extra: bytes) -> bytes:
     return head + b"content-length: %d\r\n\r\n%s" % (len(body), body)
 
 
+async def keep_answering(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
+) -> None:
+    """Answer every request on the connection with ``{}``."""
+    while await _read_request(reader):
+        writer.write(_reply(b"{}"))
+
+
 @asynccontextmanager
 async def serving(handler: Handler) -> AsyncIterator[tuple[Origin, list[int]]]:
     """A server on 127.0.0.1; yields its origin and the list of connection numbers it saw."""
@@ -89,12 +97,6 @@ async def test_a_keepalive_connection_closed_as_it_is_reused_is_retried_on_a_new
 
 
 async def test_a_connection_idle_past_keepalive_is_not_reused() -> None:
-    async def keep_answering(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
-    ) -> None:
-        while await _read_request(reader):
-            writer.write(_reply(b"{}"))
-
     pool = HttpClient(keepalive_timeout=0.1)
     try:
         async with serving(keep_answering) as (origin, seen):
@@ -104,6 +106,19 @@ async def test_a_connection_idle_past_keepalive_is_not_reused() -> None:
             await asyncio.sleep(0.2)
             await (await pool.request(origin, REQUEST, TIMEOUTS)).read()
             assert seen == [1, 2]
+            assert pool.open_connections == 1
+    finally:
+        await pool.aclose()
+
+
+async def test_a_full_pool_closes_another_origins_idle_connection_to_make_room() -> None:
+    pool = HttpClient(limit=1)
+    try:
+        async with serving(keep_answering) as (first, _), serving(keep_answering) as (second, _):
+            await (await pool.request(first, REQUEST, TIMEOUTS)).read()
+            async with asyncio.timeout(2):
+                await (await pool.request(second, REQUEST, TIMEOUTS)).read()
+                await (await pool.request(first, REQUEST, TIMEOUTS)).read()
             assert pool.open_connections == 1
     finally:
         await pool.aclose()
@@ -187,12 +202,6 @@ async def test_a_slow_reader_holds_the_upstream_back_and_still_gets_every_byte(
 def test_the_pool_runs_on_uvloop_as_the_server_does() -> None:
     """uvicorn runs on uvloop, whose transports are not ``asyncio.Transport`` subclasses."""
 
-    async def keep_answering(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, number: int
-    ) -> None:
-        while await _read_request(reader):
-            writer.write(_reply(b'{"ok": true}'))
-
     async def twice() -> list[bytes]:
         pool = HttpClient()
         try:
@@ -204,4 +213,4 @@ def test_the_pool_runs_on_uvloop_as_the_server_does() -> None:
         finally:
             await pool.aclose()
 
-    assert uvloop.run(twice()) == [b'{"ok": true}'] * 2
+    assert uvloop.run(twice()) == [b"{}"] * 2

@@ -177,6 +177,7 @@ class HttpClient:
         while len(self._open) + self._connecting >= self._limit:
             victim = next((c for o, idle in self._idle.items() if o != origin for c in idle), None)
             if victim is not None:
+                self.forget(victim)  # at once: its socket reports closing only later
                 victim.close()
                 continue
             waiter = asyncio.get_running_loop().create_future()
