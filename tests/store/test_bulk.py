@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, insert, select, text
 
 from pilothouse.errors import StoreUnavailable
+from pilothouse.gateway.recorder import UsageRecorder
 from pilothouse.gateway.tables import usage_records
 from pilothouse.services import Services
 from pilothouse.store.bulk import BulkInsert
@@ -126,3 +127,18 @@ async def test_batches_interleave_with_the_stores_own_writers(services: Services
     finally:
         await bulk.close()
     assert await _count(services) == 40 + 40 * 5
+
+
+async def test_the_recorder_survives_a_batch_it_cannot_build(services: Services) -> None:
+    org = await _org(services)
+    recorder = UsageRecorder(services.store)
+    recorder.start()
+    try:
+        broken = _row(org, "req_broken")
+        del broken["latency_ms"]
+        with pytest.raises(StoreUnavailable, match="usage rows not written"):
+            await recorder.record(broken)
+        await recorder.record(_row(org, "req_fine"))  # the writer still runs
+    finally:
+        await recorder.stop()
+    assert [r["request_id"] for r in await _rows(services)] == ["req_fine"]

@@ -69,8 +69,12 @@ class UsageRecorder:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         try:
             await self._insert([row for row, _ in batch])
-        except StoreUnavailable as exc:
-            log.error("usage rows not written (%d calls): %s", len(batch), exc)
+        except Exception as exc:  # the writer must outlive any batch, and no caller may hang
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("usage rows not written (%d calls)", len(batch))
+                exc = StoreUnavailable(f"usage rows not written: {type(exc).__name__}")
+            else:
+                log.error("usage rows not written (%d calls): %s", len(batch), exc)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

@@ -63,7 +63,7 @@ class BulkInsert:
     async def __call__(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``rows`` in one transaction; raise StoreUnavailable if it did not commit."""
         values = [self.values(row) for row in rows]
-        if self._path is None:
+        if self._store.dialect == "postgresql":
             await self._postgres(values)
             return
         loop = asyncio.get_running_loop()
@@ -94,7 +94,8 @@ class BulkInsert:
         try:
             conn = self._sqlite
             if conn is None:
-                assert self._path
+                if not self._path or self._path == ":memory:":
+                    raise sqlite3.OperationalError("bulk inserts need a SQLite file, not memory")
                 conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
                 for pragma in SQLITE_PRAGMAS:
                     conn.execute(pragma)
