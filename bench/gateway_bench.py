@@ -60,7 +60,7 @@ from bench.gateway_cells import (
     ProfileRun,
     Totals,
     cell_order,
-    pilothouse_names,
+    judged_names,
 )
 from bench.gateway_loadgen import Result
 
@@ -265,6 +265,14 @@ def check_ledger(
         client_errors=totals.errors,
         unfinished=totals.unfinished,
     )
+    if target.name == "floor":  # no API: its own SQLite file is its ledger
+        assert target.sqlite_path is not None
+        with contextlib.closing(sqlite3.connect(target.sqlite_path)) as conn:
+            count = "SELECT count(*) FROM usage_records"
+            ledger.rows = ledger.sqlite_rows = conn.execute(count).fetchone()[0]
+            ledger.rows_ok = conn.execute(count + " WHERE status = 'ok'").fetchone()[0]
+        ledger.upstream_calls = counts.get(target.upstream_agent or "", 0)
+        return ledger
     for status_filter in ("", "ok"):
         query = f"?status={status_filter}" if status_filter else ""
         status, body = tg.request(
@@ -453,6 +461,8 @@ def start_targets(
         try:
             if name == "bare":
                 target = tg.start_forwarder(stack, workdir, opts.proxy_cpu, upstream.port)
+            elif name == "floor":
+                target = tg.start_floor(stack, workdir, opts.proxy_cpu, upstream.port)
             elif name.startswith("pilothouse"):
                 url = None
                 if name == "pilothouse-pg":
@@ -524,7 +534,7 @@ def main(argv: Sequence[str]) -> int:
             counts = upstream_counts(upstream)
             ledgers = [
                 check_ledger(by_name[n], totals.get(n, Totals()), sanity[n], counts)
-                for n in pilothouse_names(opts)
+                for n in judged_names(opts)
                 if n in by_name
             ]
     report.print_summary(cells, opts)

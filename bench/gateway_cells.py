@@ -13,7 +13,7 @@ from bench import gateway_profile
 from bench.gateway_loadgen import Result
 
 MODES = ("non-stream", "stream")
-ALL_TARGETS = ("direct", "bare", "pilothouse", "litellm")
+ALL_TARGETS = ("direct", "bare", "floor", "pilothouse", "litellm")
 TARGET_CONCURRENCY = 32
 TARGET_ADDED_P50_MS = 1.0
 TARGET_ADDED_P99_MS = 5.0
@@ -173,3 +173,8 @@ def cell_order(opts: Options) -> list[str]:
 def pilothouse_names(opts: Options) -> list[str]:
     """The Pilothouse targets of this run."""
     return [n for n in cell_order(opts) if n.startswith("pilothouse")]
+
+
+def judged_names(opts: Options) -> list[str]:
+    """The targets the issue's goals are checked for: the floor and every Pilothouse."""
+    return [n for n in cell_order(opts) if n == "floor" or n.startswith("pilothouse")]

@@ -28,7 +28,7 @@ from bench.gateway_cells import (
     Options,
     ProfileRun,
     cell_order,
-    pilothouse_names,
+    judged_names,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,7 +125,7 @@ def print_cells(cells: Sequence[Cell], opts: Options) -> None:
 def print_ratios(cells: Sequence[Cell], opts: Options) -> None:
     """Pilothouse against the bare forwarder and LiteLLM, cell by cell."""
     index = _index(cells)
-    for name in pilothouse_names(opts):
+    for name in judged_names(opts):
         print(f"\n### Side by side: {name}\n")
         print(
             "| mode | c | calls/s ÷ bare | calls/s ÷ LiteLLM | CPU per call ÷ bare "
@@ -180,7 +180,7 @@ def verdicts(cells: Sequence[Cell], opts: Options) -> list[Verdict]:
     """The targets, wherever the cells to judge them exist."""
     index = _index(cells)
     found = []
-    for name in pilothouse_names(opts):
+    for name in judged_names(opts):
         for mode in opts.modes:
             key = (mode, TARGET_CONCURRENCY)
             p, d, b = (index.get((t, *key)) for t in (name, "direct", "bare"))

@@ -296,6 +296,33 @@ def start_forwarder(
     return target
 
 
+FLOOR_KEY = "phk_benchFLOOR01_0123456789abcdefghijABCDEFGHIJ0123456789"
+
+
+def start_floor(stack: contextlib.ExitStack, workdir: Path, cpu: int, upstream_port: int) -> Target:
+    """The gateway floor (``gateway_floor.py``): the issue's per-call work, written flat."""
+    home = workdir / "floor"
+    home.mkdir()
+    port_file = home / "floor.port"
+    db = home / "usage.db"
+    argv = [sys.executable, "-m", "bench.gateway_floor", "--port-file", str(port_file)]
+    argv += ["--upstream-port", str(upstream_port), "--db", str(db), "--key", FLOOR_KEY]
+    proc = stack.enter_context(Process("floor", argv, cpu=cpu, log=home / "floor.log"))
+    started = time.monotonic()
+    port = wait_port_file(proc, port_file)
+    return Target(
+        "floor",
+        "the issue's per-call work with no layers: key cache, checks, usage row by group commit",
+        port,
+        proc,
+        headers=[("Authorization", f"Bearer {FLOOR_KEY}")],
+        ready_s=time.monotonic() - started,
+        rss_at_start_kib=proc.memory_kib("VmRSS"),
+        sqlite_path=db,
+        upstream_agent="pilothouse-bench-floor",
+    )
+
+
 def pilothouse_config(upstream_port: int, data_dir: Path | None, agent: str) -> str:
     """The YAML settings file Pilothouse runs with (secrets come from the environment)."""
     deployment = {
