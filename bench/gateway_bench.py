@@ -1,7 +1,7 @@
 """How much does Pilothouse's LLM gateway add? Measured beside the floor, the ceiling and LiteLLM.
 
     .venv/bin/python bench/gateway_bench.py [--seconds N] [--warmup N] [--concurrency C ...]
-        [--targets direct bare pilothouse litellm] [--postgres [URL]] [--profile] [--quick]
+        [--targets direct bare floor pilothouse litellm] [--postgres [URL]] [--profile] [--quick]
 
 One run, side by side, against the same fast fake upstream (``gateway_upstream.py``: 16-token
 completions, no delay), non-streaming and streaming, closed loop at each concurrency:
@@ -9,6 +9,9 @@ completions, no delay), non-streaming and streaming, closed loop at each concurr
 - ``direct``: the load generator calls the upstream itself (the floor the others are compared
   with: "added" latency is a target's minus direct's at the same concurrency);
 - ``bare``: the thinnest asyncio forwarder (``gateway_forwarder.py``): the ceiling for Python;
+- ``floor``: the issue's per-call work (key cache, checks, a usage row durable by group commit
+  before the reply ends) written flat with no layers (``gateway_floor.py``): the least a gateway
+  that meets the issue can cost;
 - ``pilothouse``: ``pilothouse serve`` with authentication by a session key, attribution, the
   durable usage row of every call, audit; SQLite in a temporary directory (``--postgres`` adds
   ``pilothouse-pg`` on a database made for the run and dropped after);

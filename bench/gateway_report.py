@@ -129,7 +129,7 @@ def print_ratios(cells: Sequence[Cell], opts: Options) -> None:
         print(f"\n### Side by side: {name}\n")
         print(
             "| mode | c | calls/s ÷ bare | calls/s ÷ LiteLLM | CPU per call ÷ bare "
-            "| CPU per call ÷ LiteLLM | added p50 ms: Pilothouse / bare / LiteLLM |"
+            "| CPU per call ÷ LiteLLM | added p50 ms: this / bare / LiteLLM |"
         )
         print("|---|---:|---:|---:|---:|---:|---|")
         for mode in opts.modes:
