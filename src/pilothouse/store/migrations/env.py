@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 import pilothouse.audit.tables
+import pilothouse.budgets.tables
 import pilothouse.gateway.tables
 import pilothouse.identity.tables  # noqa: F401  (register tables on the metadata)
 from pilothouse.store.schema import metadata

@@ -1,0 +1,1 @@
+"""Budgets: limits on spend per scope and window, enforced through a ledger of reservations."""

@@ -1,0 +1,69 @@
+"""Budget tables: the budgets, their counters per window, and the reservations in flight."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from pilothouse.store.schema import ID, NAME, JSONText, UTCDateTime, metadata
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False, index=True),
+    Column("name", NAME, nullable=False),
+    # org | team | user | project | use_case | repository | session | key | label
+    Column("scope_kind", String(20), nullable=False),
+    # The scope's id or name; "" for the organization; "name=value" for a label.
+    Column("scope_value", String(400), nullable=False),
+    # day | week | month | total (UTC, from the clock: a new window is a new counter row)
+    Column("window", String(10), nullable=False),
+    Column("limit_picos", BigInteger, nullable=False),
+    # hard (refuse) | soft (alert only)
+    Column("enforcement", String(10), nullable=False),
+    # Percentages of the limit that alert, ascending (JSON list of ints).
+    Column("thresholds", JSONText, nullable=False),
+    # Above ``at_percent``, calls for ``from`` (or any alias when null) go to ``to`` (JSON or null).
+    Column("downgrade", JSONText, nullable=True),
+    Column("created_by", ID, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("org_id", "scope_kind", "scope_value", "window"),
+)
+
+budget_counters = Table(
+    "budget_counters",
+    metadata,
+    Column("budget_id", ID, ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True),
+    # The window's first instant (UTC); the epoch for a "total" budget.
+    Column("window_start", BigInteger, primary_key=True),
+    Column("spent_picos", BigInteger, nullable=False, default=0),
+    Column("reserved_picos", BigInteger, nullable=False, default=0),
+    Column("calls", Integer, nullable=False, default=0),
+)
+
+budget_reservations = Table(
+    "budget_reservations",
+    metadata,
+    # One per admitted call with a budget on any of its scopes; settling deletes it.
+    Column("request_id", String(64), primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("amount_picos", BigInteger, nullable=False),
+    # [[budget_id, window_start], ...]: the counters the amount was reserved on.
+    Column("charges", JSONText, nullable=False),
+    # The usage row a sweeper writes if the call never settles (JSON, reserved cost, estimated).
+    Column("usage_row", Text, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_budget_reservations_expires", "expires_at"),
+)
