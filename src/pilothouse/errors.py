@@ -15,6 +15,7 @@ message that names the problem and, where there is one, the fix::
     │   └── KeyRevoked              401 key_revoked
     ├── Forbidden                   403 forbidden
     │   └── ScopeDenied             403 scope_denied
+    ├── BudgetExceeded              402 budget_exceeded
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
@@ -54,6 +55,13 @@ class ConfigError(PilothouseError):
     """Settings or a config file are invalid; raised at start-up."""
 
     code = "config_invalid"
+
+
+class BudgetExceeded(PilothouseError):
+    """A hard budget would be exceeded by a call; the details say which, and when it resets."""
+
+    status = 402
+    code = "budget_exceeded"
 
 
 class BadRequest(PilothouseError):

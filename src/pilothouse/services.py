@@ -12,6 +12,7 @@ from typing import Any
 from starlette.types import Scope
 
 from pilothouse.audit import chain
+from pilothouse.budgets.ledger import BudgetBook, Ledger
 from pilothouse.clock import Clock, SystemClock
 from pilothouse.errors import Forbidden, PilothouseError, StoreUnavailable, Unauthenticated
 from pilothouse.gateway.access import ModelAccess
@@ -50,6 +51,7 @@ class Services:
     telemetry: Telemetry
     gateway: Gateway | None = None
     recorder: UsageRecorder | None = None
+    ledger: Ledger | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -75,6 +77,8 @@ class Services:
             self.recorder.start()
         self.telemetry.start()
         self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
+        if self.ledger is not None:
+            self._tasks.append(asyncio.create_task(self._sweep(self.ledger), name="sweeper"))
 
     async def close(self) -> None:
         """Stop background work, write what is pending, close connections."""
@@ -98,6 +102,14 @@ class Services:
                 await self.last_used.flush(self.store)
             except StoreUnavailable as exc:
                 log.warning("could not record key last-used times: %s", exc)
+
+    async def _sweep(self, ledger: Ledger) -> None:
+        while True:
+            try:
+                await ledger.sweep()
+            except StoreUnavailable as exc:
+                log.warning("could not sweep expired budget reservations: %s", exc)
+            await asyncio.sleep(self.settings.gateway.sweep_seconds)
 
     async def authenticate(
         self, headers: Mapping[str, str], scope: Scope, request_id: str
@@ -161,6 +173,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         telemetry=Telemetry(settings),
         recorder=recorder,
     )
+    services.ledger = Ledger(
+        store,
+        the_clock,
+        BudgetBook(store, invalidations),
+        settings.gateway.reservation_ttl_seconds,
+    )
     prices = PriceBook.shipped(settings.gateway.default_price)
     http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(
@@ -175,5 +193,6 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         prices,
         recorder,
         ModelAccess(store, settings.key_cache_ttl_seconds),
+        services.ledger,
     )
     return services

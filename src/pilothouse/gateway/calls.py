@@ -18,7 +18,8 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from pilothouse.audit import chain
-from pilothouse.errors import PilothouseError, StoreUnavailable
+from pilothouse.budgets.ledger import Ledger
+from pilothouse.errors import BudgetExceeded, PilothouseError, StoreUnavailable
 from pilothouse.gateway.access import ModelAccess
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.exchange import (
@@ -86,6 +87,8 @@ REQUIRED_FIELD: dict[WireFormat, tuple[str, type | tuple[type, ...]]] = {
     WireFormat.OPENAI_RESPONSES: ("input", (list, str)),
     WireFormat.OPENAI_EMBEDDINGS: ("input", (list, str)),
 }
+# Where each wire format names the most output a call may produce.
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 NEVER_STREAMED = (WireFormat.OPENAI_EMBEDDINGS, WireFormat.ANTHROPIC_COUNT_TOKENS)
 
 
@@ -104,6 +107,7 @@ class Gateway:
         prices: PriceBook,
         recorder: UsageRecorder,
         access: ModelAccess,
+        ledger: Ledger,
     ) -> None:
         self._svc = services
         self._router = router
@@ -111,6 +115,7 @@ class Gateway:
         self._prices = prices
         self._recorder = recorder
         self._access = access
+        self._ledger = ledger
 
     @property
     def router(self) -> Router:
@@ -141,6 +146,7 @@ class Gateway:
             if wire is WireFormat.ANTHROPIC_COUNT_TOKENS:
                 await self._count_tokens(call, send)
                 return
+            await self._reserve(call)
         except CallRefused as refused:
             await reply_error(send, call, refused)
             return
@@ -156,6 +162,8 @@ class Gateway:
                 await self._settle_quietly(call, usage, "client_disconnected")
         finally:
             watcher.cancel()
+            if call.reservation is not None and not call.settled and call.deployment is None:
+                await self._release(call)  # never forwarded: give the reservation back
 
     async def models_for(self, headers: dict[str, str], scope: Scope) -> list[str]:
         """The exact aliases the caller of ``GET /v1/models`` may use."""
@@ -241,6 +249,54 @@ class Gateway:
             raise CallRefused(403, "model_not_allowed", message)
         call.model = model
         call.passthrough = {n: call.headers[n] for n in PASS_THROUGH if n in call.headers}
+
+    async def _reserve(self, call: Call) -> None:
+        """Reserve the call's worst-case cost on every budget it counts against (fail closed:
+        a budget that cannot be read or written refuses the call)."""
+        assert call.principal is not None and call.model is not None
+        try:
+            applicable = await self._ledger.book.applicable(call.principal)
+            if not applicable:
+                return
+            skeleton = usage_row(call, Usage(), "orphaned", 0, self._svc.clock.now())
+            call.reservation = await self._ledger.reserve(
+                applicable, call.request_id, self._worst_case(call, call.model), skeleton
+            )
+        except BudgetExceeded as exc:
+            raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc
+        except PilothouseError as exc:
+            raise CallRefused(exc.status, exc.code, exc.message) from exc
+
+    def _worst_case(self, call: Call, model: ModelConfig) -> int:
+        """The most the call can cost on any of the model's deployments: its prompt (estimated,
+        priced as input or as a cache write, whichever is dearer) and its output cap."""
+        body = call.body or {}
+        prompt = estimate_tokens(
+            [body.get("system"), body.get("messages"), body.get("input"), body.get("tools")]
+        )
+        output = self._svc.settings.gateway.reserve_output_tokens
+        for name in OUTPUT_CAPS:
+            cap = body.get(name)
+            if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+                output = cap
+                break
+        worst = 0
+        for deployment in model.deployments:
+            price = self._prices.for_deployment(deployment)
+            if price is not None:
+                worst = max(
+                    worst,
+                    price.cost_picos(Usage(input_tokens=prompt, output_tokens=output)),
+                    price.cost_picos(Usage(cache_write_tokens=prompt, output_tokens=output)),
+                )
+        return worst
+
+    async def _release(self, call: Call) -> None:
+        assert call.reservation is not None
+        try:
+            await self._ledger.release(call.reservation)
+        except PilothouseError as exc:  # the sweeper settles it later, at its reserved cost
+            log.error("budget reservation of %s not released: %s", call.request_id, exc)
 
     async def _may_use(self, model: ModelConfig, principal: Principal) -> bool:
         try:
@@ -573,5 +629,6 @@ class Gateway:
     async def _settle(self, call: Call, usage: Usage, status: str, http_status: int) -> None:
         call.finishing = True
         row = usage_row(call, usage, status, http_status, self._svc.clock.now())
-        await self._recorder.record(row)
+        await self._recorder.record(row, call.reservation)
+        call.settled = True
         self._svc.telemetry.call_finished(call_record(call, row, usage))

@@ -165,6 +165,22 @@ class GatewayConfig(BaseModel):
         le=1,
         description="Weight of the newest sample in the lowest-latency moving average.",
     )
+    reserve_output_tokens: int = Field(
+        4096,
+        ge=1,
+        description="Output tokens a budget reservation assumes for a call that names no"
+        " max_tokens (max_completion_tokens, max_output_tokens); the reservation settles to"
+        " the actual cost when the call ends.",
+    )
+    reservation_ttl_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A budget reservation not settled this long after it was made belongs to a"
+        " process that stopped: the sweeper settles it at its reserved cost, marked estimated.",
+    )
+    sweep_seconds: float = Field(
+        30.0, gt=0, description="How often expired budget reservations are looked for."
+    )
     default_price: PriceOverride | None = Field(
         None,
         description="Price for a model found neither in the price file nor in an override;"

@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Send
 
+from pilothouse.budgets.ledger import Reservation
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.prices import Price
 from pilothouse.gateway.providers.base import WireFormat
@@ -29,11 +30,18 @@ class CallRefused(Exception):
     """A call Pilothouse refuses or gives up on: rendered in the client's error shape."""
 
     def __init__(
-        self, status: int, code: str, message: str, *, retry_after: float | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.retry_after = retry_after
+        self.details = details
 
 
 @dataclass(slots=True)
@@ -61,6 +69,8 @@ class Call:
     disconnected: bool = False
     finishing: bool = False
     passthrough: dict[str, str] = field(default_factory=dict)
+    reservation: Reservation | None = None
+    settled: bool = False
     bodies: dict[WireFormat, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -198,5 +208,5 @@ async def reply_error(send: Send, call: Call, refused: CallRefused) -> None:
     call.finishing = True
     start = start_message(refused.status, "application/json", call.request_id, refused.retry_after)
     await send(start)
-    body = error_body(call.wire, refused.status, refused.code, refused.message)
+    body = error_body(call.wire, refused.status, refused.code, refused.message, refused.details)
     await send({"type": "http.response.body", "body": body})

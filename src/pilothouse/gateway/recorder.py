@@ -2,7 +2,8 @@
 
 Callers ``await record(row)``: the row joins the next batch, one transaction writes the batch,
 and every caller in it resumes once it has committed. Under load many calls share one commit;
-alone, a call waits only for its own write. A row whose request id exists is skipped.
+alone, a call waits only for its own write. A row whose request id exists is skipped. Budget
+reservations of the calls in a batch are settled in its transaction (``budgets/ledger.py``).
 
 Batches go through ``BulkInsert`` (``store/bulk.py``): one thread hop per batch on SQLite, one
 asyncpg ``executemany`` on PostgreSQL, and no per-row work in SQLAlchemy.
@@ -14,6 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
+from pilothouse.budgets.ledger import Ledger, Reservation
 from pilothouse.errors import StoreUnavailable
 from pilothouse.gateway.tables import usage_records
 from pilothouse.store.bulk import BulkInsert
@@ -29,7 +31,7 @@ class UsageRecorder:
 
     def __init__(self, store: Store) -> None:
         self._insert = BulkInsert(store, usage_records, key="request_id")
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._pending: list[tuple[dict[str, Any], Reservation | None, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -47,14 +49,17 @@ class UsageRecorder:
             await self._flush()
         await self._insert.close()
 
-    async def record(self, row: dict[str, Any]) -> None:
-        """Queue ``row`` and return once it is committed (raise StoreUnavailable if not)."""
+    async def record(self, row: dict[str, Any], reservation: Reservation | None = None) -> None:
+        """Queue ``row`` and return once it is committed (raise StoreUnavailable if not).
+
+        A call's budget ``reservation`` is settled to the row's cost in the same transaction.
+        """
         if self._task is None:
             raise StoreUnavailable("the usage recorder is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # If the caller went away (a cancelled request), nobody else reads the outcome.
         future.add_done_callback(_consume)
-        self._pending.append((row, future))
+        self._pending.append((row, reservation, future))
         self._wake.set()
         await asyncio.shield(future)
 
@@ -67,19 +72,20 @@ class UsageRecorder:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        settled = [(res, row["cost_picos"]) for row, res, _ in batch if res is not None]
         try:
-            await self._insert([row for row, _ in batch])
+            await self._insert([row for row, _, _ in batch], Ledger.settlements(settled))
         except Exception as exc:  # the writer must outlive any batch, and no caller may hang
             if not isinstance(exc, StoreUnavailable):
                 log.exception("usage rows not written (%d calls)", len(batch))
                 exc = StoreUnavailable(f"usage rows not written: {type(exc).__name__}")
             else:
                 log.error("usage rows not written (%d calls): %s", len(batch), exc)
-            for _, future in batch:
+            for _, _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, future in batch:
+        for _, _, future in batch:
             if not future.done():
                 future.set_result(None)
 

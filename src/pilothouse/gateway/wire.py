@@ -7,6 +7,7 @@ the call's usage row can be made durable before the client is told the call fini
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from pilothouse.gateway.usage import Usage
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
     413: "request_too_large",
@@ -28,6 +30,7 @@ _ANTHROPIC_TYPES = {
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    402: "insufficient_quota",
     403: "permission_denied",
     404: "not_found_error",
     413: "invalid_request_error",
@@ -35,15 +38,26 @@ _OPENAI_TYPES = {
 }
 
 
-def error_body(wire: WireFormat, status: int, code: str, message: str) -> bytes:
-    """An error in the shape the client's SDK expects, with Pilothouse's stable code."""
+def error_body(
+    wire: WireFormat,
+    status: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+) -> bytes:
+    """An error in the shape the client's SDK expects, with Pilothouse's stable code (and
+    ``details``, such as a budget's numbers, as more fields of the error object)."""
     if wire.is_anthropic:
         kind = _ANTHROPIC_TYPES.get(status, "api_error")
-        return orjson.dumps(
-            {"type": "error", "error": {"type": kind, "message": message, "code": code}}
-        )
+        error: dict[str, Any] = {"type": kind, "message": message, "code": code}
+        if details:
+            error.update(details)
+        return orjson.dumps({"type": "error", "error": error})
     kind = _OPENAI_TYPES.get(status, "server_error")
-    return orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    if details:
+        error.update(details)
+    return orjson.dumps({"error": error})
 
 
 def sse_error(wire: WireFormat, status: int, code: str, message: str) -> bytes:

@@ -30,6 +30,16 @@ from pilothouse.errors import StoreUnavailable
 from pilothouse.store.engine import Store, unavailable_as
 
 DRIVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+Statement = tuple[str, list[tuple[Any, ...]]]
+"""SQL with ``?`` placeholders and the parameter tuples to execute it with."""
+
+
+def _numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (the SQL here holds no literal ``?``)."""
+    parts = sql.split("?")
+    return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
+
+
 SQLITE_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
 
 
@@ -60,17 +70,22 @@ class BulkInsert:
             row[name] if process is None else process(row[name]) for name, process in self._columns
         )
 
-    async def __call__(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert ``rows`` in one transaction; raise StoreUnavailable if it did not commit."""
+    async def __call__(
+        self, rows: Sequence[Mapping[str, Any]], then: Sequence[Statement] = ()
+    ) -> None:
+        """Insert ``rows``, then run each of ``then`` (SQL with ``?`` placeholders, executed
+        once per parameter tuple), all in one transaction; raise StoreUnavailable if it did not
+        commit."""
         values = [self.values(row) for row in rows]
+        steps = [(self._sql, values), *((sql, params) for sql, params in then if params)]
         if self._store.dialect == "postgresql":
-            await self._postgres(values)
+            await self._postgres([(_numbered(sql), params) for sql, params in steps])
             return
         loop = asyncio.get_running_loop()
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="bulk-insert")
         async with self._store.serial_writes():
-            await loop.run_in_executor(self._thread, self._sqlite_write, values)
+            await loop.run_in_executor(self._thread, self._sqlite_write, steps)
 
     async def close(self) -> None:
         """Close the SQLite connection and its thread (idempotent)."""
@@ -79,18 +94,23 @@ class BulkInsert:
             await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
             thread.shutdown(wait=False)
 
-    async def _postgres(self, values: list[tuple[Any, ...]]) -> None:
+    async def _postgres(self, steps: list[Statement]) -> None:
         with unavailable_as("written"):
             async with self._store.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
                 driver = raw.driver_connection
                 assert driver is not None
                 try:
-                    await driver.executemany(self._sql, values)
+                    if len(steps) == 1:  # executemany is atomic by itself
+                        await driver.executemany(*steps[0])
+                        return
+                    async with driver.transaction():
+                        for sql, params in steps:
+                            await driver.executemany(sql, params)
                 except DRIVER_FAILURES as exc:
                     raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
 
-    def _sqlite_write(self, values: list[tuple[Any, ...]]) -> None:
+    def _sqlite_write(self, steps: list[Statement]) -> None:
         try:
             conn = self._sqlite
             if conn is None:
@@ -102,7 +122,8 @@ class BulkInsert:
                 self._sqlite = conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(self._sql, values)
+                for sql, params in steps:
+                    conn.executemany(sql, params)
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

@@ -76,8 +76,22 @@ class DemoAnswer:
             self.text = (
                 f"This is the Pilothouse demo provider, not a model. You said: {asked[:200]}"
             )
+        cap = next(
+            (
+                body[name]
+                for name in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+                if isinstance(body.get(name), int) and body[name] > 0
+            ),
+            None,
+        )
+        if (
+            cap is not None and estimate_tokens(self.text) > cap
+        ):  # stops at max_tokens, as models do
+            self.text = self.text[: cap * 4]
         self.input_tokens = max(1, estimate_tokens(messages) + estimate_tokens(body.get("system")))
         self.output_tokens = max(1, estimate_tokens(self.text) + (8 if self.tool else 0))
+        if cap is not None:
+            self.output_tokens = min(self.output_tokens, cap)
 
     def pieces(self) -> list[str]:
         """The text in stream-sized pieces."""

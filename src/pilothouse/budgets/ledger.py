@@ -1,0 +1,379 @@
+"""The budget ledger: reserve a call's worst-case cost before it is forwarded, settle it after.
+
+- **Reserve** (one write transaction before forwarding): for every budget whose scope the call is
+  charged to, the counter of the current window is created if missing and its reserved amount
+  raised by the call's worst-case cost; for a hard budget only if spent + reserved + this stays
+  within the limit. If any hard budget refuses, the transaction rolls back and nothing changes.
+  The reservation row (the amount, the counters it went to, the usage row a sweeper would write)
+  commits with it. Counters are locked in budget-id order, so concurrent reservations on
+  PostgreSQL never deadlock; each conditional ``UPDATE`` re-reads its row after the lock, so
+  replicas sharing the database cannot overspend between them (invariant 2).
+- **Settle** (the usage row's own transaction, group-committed by the recorder): each counter's
+  reserved amount goes down by the reservation and its spent amount up by the actual cost, then
+  the reservation row is deleted. The updates are guarded by the reservation still existing, so
+  settling twice, or after the sweeper, changes nothing (idempotent by request id).
+- **Sweep**: a reservation past its expiry (its process died) is settled at its reserved
+  amount: its usage row is written marked estimated, with status ``orphaned``.
+
+A window's counter is keyed by the window's first instant, computed from the clock, so a new
+day, week or month starts from zero with no reset job. Spend counts from the moment a budget
+exists: a budget made mid-month does not see the calls made before it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pilothouse.budgets.model import (
+    Budget,
+    Downgrade,
+    Enforcement,
+    ScopeKind,
+    Window,
+    applies,
+    epoch,
+    scope_values,
+    window_end,
+    window_start,
+)
+from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
+from pilothouse.clock import Clock
+from pilothouse.errors import BudgetExceeded
+from pilothouse.gateway.tables import usage_records
+from pilothouse.identity.principal import Principal
+from pilothouse.store.bulk import Statement
+from pilothouse.store.engine import Store
+from pilothouse.store.notify import ALL, Invalidations
+
+log = logging.getLogger(__name__)
+
+PICOS_PER_USD = 10**12
+SWEEP_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One counter a reservation went to."""
+
+    budget_id: str
+    window_start: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """What was reserved for one call, to settle when it ends."""
+
+    request_id: str
+    amount_picos: int
+    charges: tuple[Charge, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a budget refused a call: everything the agent is told."""
+
+    budget: Budget
+    spent_picos: int
+    reserved_picos: int
+    requested_picos: int
+    resets_at: datetime | None
+
+    def details(self) -> dict[str, Any]:
+        """The fields added to the error body."""
+        return {
+            "budget_id": self.budget.id,
+            "scope": self.budget.scope,
+            "window": self.budget.window.value,
+            "limit_usd": usd(self.budget.limit_picos),
+            "spent_usd": usd(self.spent_picos),
+            "reserved_usd": usd(self.reserved_picos),
+            "requested_usd": usd(self.requested_picos),
+            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
+        }
+
+    def message(self) -> str:
+        """One sentence naming the budget, the numbers and the reset."""
+        b = self.budget
+        when = (
+            f"; the {b.window.value} window resets at {self.resets_at.isoformat()}"
+            if (self.resets_at)
+            else "; it is a total budget and does not reset"
+        )
+        return (
+            f"budget {b.name!r} ({b.scope}, {b.window.value}) would be exceeded: limit"
+            f" ${usd(b.limit_picos)}, spent ${usd(self.spent_picos)}, reserved by calls in"
+            f" flight ${usd(self.reserved_picos)}, this call may cost up to"
+            f" ${usd(self.requested_picos)}{when}"
+        )
+
+
+def usd(picos: int) -> str:
+    """Exact dollars: ``1.5`` for 1.5e12 picos, no float on the way."""
+    sign = "-" if picos < 0 else ""
+    whole, frac = divmod(abs(picos), PICOS_PER_USD)
+    text = f"{frac:012d}".rstrip("0")
+    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"
+
+
+def budget_from_row(row: Mapping[Any, Any]) -> Budget:
+    """A ``budgets`` row as a Budget."""
+    downgrade = None
+    if row["downgrade"]:
+        raw = json.loads(row["downgrade"])
+        downgrade = Downgrade(int(raw["at_percent"]), str(raw["to"]), raw.get("from"))
+    return Budget(
+        id=row["id"],
+        org_id=row["org_id"],
+        name=row["name"],
+        scope_kind=ScopeKind(row["scope_kind"]),
+        scope_value=row["scope_value"],
+        window=Window(row["window"]),
+        limit_picos=int(row["limit_picos"]),
+        enforcement=Enforcement(row["enforcement"]),
+        thresholds=tuple(int(t) for t in json.loads(row["thresholds"])),
+        downgrade=downgrade,
+    )
+
+
+class BudgetBook:
+    """Each organization's budgets, cached and dropped when any of them changes."""
+
+    def __init__(self, store: Store, invalidations: Invalidations) -> None:
+        self._store = store
+        self._by_org: dict[str, tuple[Budget, ...]] = {}
+        invalidations.subscribe(self._invalidate)
+
+    def _invalidate(self, kind: str, ref: str) -> None:
+        if kind == ALL:
+            self._by_org.clear()
+        elif kind == "budget":
+            self._by_org.pop(ref, None)
+
+    async def for_org(self, org_id: str) -> tuple[Budget, ...]:
+        """The organization's budgets (raises StoreUnavailable if they cannot be read)."""
+        found = self._by_org.get(org_id)
+        if found is None:
+            async with self._store.read() as conn:
+                rows = await conn.execute(
+                    select(budgets).where(budgets.c.org_id == org_id).order_by(budgets.c.id)
+                )
+                found = tuple(budget_from_row(r._mapping) for r in rows)
+            self._by_org[org_id] = found
+        return found
+
+    async def applicable(self, principal: Principal) -> list[Budget]:
+        """The budgets a call by ``principal`` counts against, in id order."""
+        every = await self.for_org(principal.org_id)
+        if not every:
+            return []
+        scopes = scope_values(principal)
+        return [b for b in every if applies(b, scopes)]
+
+
+class Ledger:
+    """Reservations and their settlement against budget counters."""
+
+    def __init__(
+        self, store: Store, clock: Clock, book: BudgetBook, reservation_ttl_seconds: float
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.book = book
+        self._ttl = timedelta(seconds=reservation_ttl_seconds)
+        insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
+        self._new_counter = insert(budget_counters).on_conflict_do_nothing()
+
+    async def reserve(
+        self,
+        applicable: Sequence[Budget],
+        request_id: str,
+        amount_picos: int,
+        usage_row: Mapping[str, Any],
+    ) -> Reservation:
+        """Reserve ``amount_picos`` on every budget in ``applicable`` at once, durably.
+
+        Raises BudgetExceeded (with the first refusing hard budget's numbers) and changes
+        nothing if a hard budget would go over its limit.
+        """
+        now = self._clock.now()
+        charges = tuple(
+            Charge(b.id, epoch(window_start(b.window, now)))
+            for b in sorted(applicable, key=lambda b: b.id)
+        )
+        async with self._store.write() as conn:
+            for budget, charge in zip(sorted(applicable, key=lambda b: b.id), charges, strict=True):
+                await conn.execute(
+                    self._new_counter,
+                    {
+                        "budget_id": charge.budget_id,
+                        "window_start": charge.window_start,
+                        "spent_picos": 0,
+                        "reserved_picos": 0,
+                        "calls": 0,
+                    },
+                )
+                counter = budget_counters.c
+                here = and_(
+                    counter.budget_id == charge.budget_id,
+                    counter.window_start == charge.window_start,
+                )
+                condition = here
+                if budget.enforcement is Enforcement.HARD:
+                    condition = and_(
+                        here,
+                        counter.spent_picos + counter.reserved_picos + amount_picos
+                        <= budget.limit_picos,
+                    )
+                done = await conn.execute(
+                    update(budget_counters)
+                    .where(condition)
+                    .values(reserved_picos=counter.reserved_picos + amount_picos)
+                )
+                if done.rowcount != 1:
+                    refusal = await self._refusal(conn, budget, charge, amount_picos, now)
+                    raise BudgetExceeded(refusal.message(), **refusal.details())
+            await conn.execute(
+                budget_reservations.insert().values(
+                    request_id=request_id,
+                    org_id=usage_row["org_id"],
+                    amount_picos=amount_picos,
+                    charges=json.dumps([[c.budget_id, c.window_start] for c in charges]),
+                    usage_row=json.dumps(_jsonable(usage_row), sort_keys=True),
+                    expires_at=now + self._ttl,
+                    created_at=now,
+                )
+            )
+        return Reservation(request_id, amount_picos, charges)
+
+    async def _refusal(
+        self,
+        conn: AsyncConnection,
+        budget: Budget,
+        charge: Charge,
+        amount_picos: int,
+        now: datetime,
+    ) -> Refusal:
+        row = (
+            await conn.execute(
+                select(budget_counters.c.spent_picos, budget_counters.c.reserved_picos).where(
+                    budget_counters.c.budget_id == charge.budget_id,
+                    budget_counters.c.window_start == charge.window_start,
+                )
+            )
+        ).first()
+        spent, reserved = (int(row[0]), int(row[1])) if row else (0, 0)
+        return Refusal(budget, spent, reserved, amount_picos, window_end(budget.window, now))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose call was never forwarded (no usage row is written)."""
+        async with self._store.write() as conn:
+            gone = await conn.execute(
+                delete(budget_reservations).where(
+                    budget_reservations.c.request_id == reservation.request_id
+                )
+            )
+            if gone.rowcount != 1:
+                return
+            for charge in reservation.charges:
+                await conn.execute(
+                    update(budget_counters)
+                    .where(
+                        budget_counters.c.budget_id == charge.budget_id,
+                        budget_counters.c.window_start == charge.window_start,
+                    )
+                    .values(
+                        reserved_picos=budget_counters.c.reserved_picos - reservation.amount_picos
+                    )
+                )
+
+    @staticmethod
+    def settlements(settled: Sequence[tuple[Reservation, int]]) -> list[Statement]:
+        """The statements that settle ``(reservation, actual cost)`` pairs, to run in the
+        transaction that writes their usage rows (after it, so the guard sees the rows)."""
+        counters = [
+            (r.amount_picos, cost, c.budget_id, c.window_start, r.request_id)
+            for r, cost in settled
+            for c in r.charges
+        ]
+        done = [(reservation.request_id,) for reservation, _ in settled]
+        return [(SETTLE_COUNTER, counters), (DELETE_RESERVATION, done)] if settled else []
+
+    async def sweep(self) -> int:
+        """Settle every expired reservation at its reserved amount; how many were settled."""
+        now = self._clock.now()
+        async with self._store.write() as conn:
+            expired = select(budget_reservations.c.request_id).where(
+                budget_reservations.c.expires_at < now
+            )
+            if self._store.dialect == "postgresql":  # replicas sweep side by side
+                expired = expired.with_for_update(skip_locked=True)
+            expired = expired.limit(SWEEP_BATCH)
+            rows = (
+                await conn.execute(
+                    delete(budget_reservations)
+                    .where(budget_reservations.c.request_id.in_(expired.scalar_subquery()))
+                    .returning(
+                        budget_reservations.c.request_id,
+                        budget_reservations.c.amount_picos,
+                        budget_reservations.c.charges,
+                        budget_reservations.c.usage_row,
+                    )
+                )
+            ).all()
+            for request_id, amount, charges, usage_json in rows:
+                for budget_id, start in json.loads(charges):
+                    await conn.execute(
+                        update(budget_counters)
+                        .where(
+                            budget_counters.c.budget_id == budget_id,
+                            budget_counters.c.window_start == start,
+                        )
+                        .values(
+                            reserved_picos=budget_counters.c.reserved_picos - amount,
+                            spent_picos=budget_counters.c.spent_picos + amount,
+                            calls=budget_counters.c.calls + 1,
+                        )
+                    )
+                row = _from_jsonable(json.loads(usage_json))
+                row.update(
+                    request_id=request_id,
+                    cost_picos=int(amount),
+                    status="orphaned",
+                    estimated=1,
+                    error="the process serving this call stopped before it finished;"
+                    " settled at its reserved cost",
+                )
+                insert = postgresql.insert if self._store.dialect == "postgresql" else sqlite.insert
+                await conn.execute(insert(usage_records).values(**row).on_conflict_do_nothing())
+        if rows:
+            log.warning("settled %d orphaned reservations at their reserved cost", len(rows))
+        return len(rows)
+
+
+SETTLE_COUNTER = (
+    "UPDATE budget_counters SET reserved_picos = reserved_picos - ?,"
+    " spent_picos = spent_picos + ?, calls = calls + 1"
+    " WHERE budget_id = ? AND window_start = ?"
+    " AND EXISTS (SELECT 1 FROM budget_reservations WHERE request_id = ?)"
+)
+DELETE_RESERVATION = "DELETE FROM budget_reservations WHERE request_id = ?"
+
+
+def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:
+    created = raw.get("created_at")
+    if isinstance(created, str):
+        raw["created_at"] = datetime.fromisoformat(created)
+    return raw

@@ -1,0 +1,390 @@
+"""The budget ledger through the gateway: reserve before forwarding, settle with the usage row,
+refuse over a hard limit, release what was never forwarded, sweep what a dead process left."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from pilothouse.budgets.model import Window, epoch, window_start
+from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
+from pilothouse.gateway.config import DeploymentConfig, ModelConfig
+from pilothouse.gateway.tables import usage_records
+from pilothouse.identity.tables import agent_sessions
+from pilothouse.services import Services
+from pilothouse.settings import Settings
+from tests.conftest import Api, MutableClock, bearer
+
+PICOS = 10**12
+PROMPT = "Say something about ledgers please"  # 34 characters: 9 estimated tokens, +1 the role
+# Demo prices: input 1 USD, output 2 USD per million tokens. With max_tokens=16 the worst case
+# of one call is 10 prompt tokens (dearest as cache writes, 1.25 USD) and 16 output tokens.
+WORST = max(10 * 1_000_000 + 16 * 2_000_000, 10 * 1_250_000 + 16 * 2_000_000)
+BODY = {"model": "demo", "max_tokens": 16, "messages": [{"role": "user", "content": PROMPT}]}
+
+
+async def add_budget(
+    services: Services,
+    *,
+    scope_kind: str,
+    scope_value: str,
+    limit_picos: int,
+    window: str = "day",
+    enforcement: str = "hard",
+    budget_id: str = "bud_test1",
+) -> str:
+    """A budget written straight to the store (its API is tested elsewhere)."""
+    now = services.clock.now()
+    async with services.store.write() as conn:
+        await conn.execute(
+            budgets.insert().values(
+                id=budget_id,
+                org_id=services.root_org_id,
+                name=f"{scope_kind} budget",
+                scope_kind=scope_kind,
+                scope_value=scope_value,
+                window=window,
+                limit_picos=limit_picos,
+                enforcement=enforcement,
+                thresholds="[50, 80, 100]",
+                downgrade=None,
+                created_by=None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await services.invalidations.publish(conn, "budget", services.root_org_id)
+    return budget_id
+
+
+async def counter(services: Services, budget_id: str) -> dict[str, int]:
+    """The budget's counter in the current window (zeros if there is none)."""
+    start = epoch(window_start(Window.DAY, services.clock.now()))
+    async with services.store.read() as conn:
+        row = (
+            (
+                await conn.execute(
+                    select(budget_counters).where(
+                        budget_counters.c.budget_id == budget_id,
+                        budget_counters.c.window_start == start,
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return {"spent_picos": 0, "reserved_picos": 0, "calls": 0}
+    return {k: int(row[k]) for k in ("spent_picos", "reserved_picos", "calls")}
+
+
+async def rows(services: Services) -> list[dict[str, Any]]:
+    async with services.store.read() as conn:
+        return [dict(r) for r in (await conn.execute(select(usage_records))).mappings()]
+
+
+async def reservations(services: Services) -> int:
+    async with services.store.read() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(budget_reservations)) or 0)
+
+
+async def chat(client: httpx.AsyncClient, key: str, body: dict[str, Any] | None = None) -> Any:
+    return await client.post("/v1/chat/completions", json=body or BODY, headers=bearer(key))
+
+
+async def test_calls_settle_to_their_actual_cost_and_the_call_over_the_limit_is_refused(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    session = await api.session(project="ledger")
+    key = session["key"]["token"]
+    budget = await add_budget(
+        services, scope_kind="session", scope_value=session["session"]["id"], limit_picos=3 * WORST
+    )
+    served = []
+    for _ in range(3):
+        reply = await chat(client, key)
+        assert reply.status_code == 200, reply.text
+        served.append(reply.json())
+        # Settled, not reserved: the reservation is gone and the counter holds the actual cost.
+        assert await reservations(services) == 0
+    written = await rows(services)
+    actual = sum(r["cost_picos"] for r in written)
+    assert len(written) == 3 and 0 < actual < 3 * WORST
+    assert await counter(services, budget) == {
+        "spent_picos": actual,
+        "reserved_picos": 0,
+        "calls": 3,
+    }
+    # What is left (3 * WORST - actual) is less than one call's worst case: refused, unforwarded.
+    refused = await chat(client, key)
+    assert refused.status_code == 402, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
+    assert error["scope"] == f"session:{session['session']['id']}" and error["window"] == "day"
+    assert error["limit_usd"] == str(3 * WORST / PICOS).rstrip("0")
+    assert error["spent_usd"] == f"{actual / PICOS:.12f}".rstrip("0")
+    tomorrow = window_start(Window.DAY, services.clock.now()) + timedelta(days=1)
+    assert error["resets_at"] == tomorrow.isoformat()
+    assert "would be exceeded" in error["message"] and session["session"]["id"] in error["message"]
+    assert len(await rows(services)) == 3  # no row for the refused call
+    assert await counter(services, budget) == {
+        "spent_picos": actual,
+        "reserved_picos": 0,
+        "calls": 3,
+    }
+
+
+async def test_the_anthropic_sdk_gets_the_refusal_in_its_own_shape(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    session = await api.session(project="ledger")
+    await add_budget(services, scope_kind="session", scope_value=session["session"]["id"], limit_picos=1)
+    reply = await client.post(
+        "/v1/messages",
+        json={**BODY, "model": "claude-sonnet-4"},
+        headers={"x-api-key": session["key"]["token"], "anthropic-version": "2023-06-01"},
+    )
+    assert reply.status_code == 402
+    body = reply.json()
+    assert body["type"] == "error" and body["error"]["type"] == "billing_error"
+    assert (
+        body["error"]["code"] == "budget_exceeded"
+        and body["error"]["limit_usd"] == "0.000000000001"
+    )
+
+
+async def test_a_soft_budget_counts_but_never_refuses(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=1, enforcement="soft"
+    )
+    for _ in range(2):
+        assert (await chat(client, session["key"]["token"])).status_code == 200
+    spent = sum(r["cost_picos"] for r in await rows(services))
+    assert await counter(services, budget) == {
+        "spent_picos": spent,
+        "reserved_picos": 0,
+        "calls": 2,
+    }
+
+
+async def test_budgets_of_other_scopes_are_not_charged(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    session = await api.session(project="ledger", labels={"use_case": "review"})
+    mine = await add_budget(
+        services, scope_kind="label", scope_value="use_case=review", limit_picos=PICOS
+    )
+    other = await add_budget(
+        services,
+        scope_kind="label",
+        scope_value="use_case=bugfix",
+        limit_picos=1,
+        budget_id="bud_test2",
+    )
+    assert (await chat(client, session["key"]["token"])).status_code == 200
+    assert (await counter(services, mine))["calls"] == 1
+    assert await counter(services, other) == {"spent_picos": 0, "reserved_picos": 0, "calls": 0}
+
+
+async def test_concurrent_calls_never_overspend_a_hard_budget(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    sessions = [await api.session(project="race") for _ in range(3)]
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="race", limit_picos=20 * WORST
+    )
+    replies = await asyncio.gather(
+        *(chat(client, sessions[i % 3]["key"]["token"]) for i in range(60))
+    )
+    statuses = [r.status_code for r in replies]
+    assert set(statuses) <= {200, 402}
+    served = statuses.count(200)
+    # Calls in flight hold their worst case, so a call may be refused that would have fitted
+    # once the others settled lower: refusals are conservative, never the other way round.
+    assert served >= 10 and statuses.count(402) > 0
+    written = await rows(services)
+    assert len(written) == served  # a row per served call, none for a refused one
+    spent = sum(r["cost_picos"] for r in written)
+    assert spent <= 20 * WORST  # reservations bound every call's cost: no overspend at all
+    assert await counter(services, budget) == {
+        "spent_picos": spent,
+        "reserved_picos": 0,
+        "calls": served,
+    }
+    assert await reservations(services) == 0
+
+
+async def test_a_daily_budget_admits_again_at_utc_midnight_with_no_job(
+    services: Services, client: httpx.AsyncClient, api: Api, clock: MutableClock
+) -> None:
+    clock.moment = datetime(2026, 11, 24, 23, 59, 0, tzinfo=UTC)
+    session = await api.session(project="ledger")
+    key = session["key"]["token"]
+    budget = await add_budget(
+        services, scope_kind="session", scope_value=session["session"]["id"], limit_picos=WORST
+    )
+    first = await chat(client, key)
+    assert first.status_code == 200, first.text
+    refused = await chat(client, key)
+    assert refused.status_code == 402
+    assert refused.json()["error"]["resets_at"] == "2026-11-25T00:00:00+00:00"
+    clock.moment = datetime(2026, 11, 25, 0, 0, 0, tzinfo=UTC)
+    assert (await chat(client, key)).status_code == 200
+    assert (await counter(services, budget))["calls"] == 1  # the new day's counter
+    async with services.store.read() as conn:
+        windows = (await conn.execute(select(budget_counters.c.window_start))).scalars().all()
+    assert sorted(windows) == [
+        epoch(datetime(2026, 11, 24, tzinfo=UTC)),
+        epoch(datetime(2026, 11, 25, tzinfo=UTC)),
+    ]
+
+
+async def test_settling_twice_counts_once(services: Services, api: Api) -> None:
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    assert services.ledger is not None and services.recorder is not None
+    applicable = await services.ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    row = await _usage_row(services, "req_twice", cost=777)
+    reservation = await services.ledger.reserve(applicable, "req_twice", 1000, row)
+    assert await counter(services, budget) == {"spent_picos": 0, "reserved_picos": 1000, "calls": 0}
+    await services.recorder.record(row, reservation)
+    await services.recorder.record(row, reservation)
+    assert await counter(services, budget) == {"spent_picos": 777, "reserved_picos": 0, "calls": 1}
+    assert len(await rows(services)) == 1
+
+
+async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost(
+    services: Services, api: Api, clock: MutableClock
+) -> None:
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    assert services.ledger is not None and services.recorder is not None
+    applicable = await services.ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    row = await _usage_row(services, "req_orphan", cost=0)
+    reservation = await services.ledger.reserve(applicable, "req_orphan", 5000, row)
+    assert await services.ledger.sweep() == 0  # not expired yet
+    clock.advance(seconds=services.settings.gateway.reservation_ttl_seconds + 1)
+    assert await services.ledger.sweep() == 1
+    assert await services.ledger.sweep() == 0
+    [orphan] = await rows(services)
+    assert orphan["request_id"] == "req_orphan" and orphan["status"] == "orphaned"
+    assert orphan["estimated"] == 1 and orphan["cost_picos"] == 5000
+    assert orphan["session_id"] == session["session"]["id"] and orphan["project"] == "ledger"
+    assert await counter(services, budget) == {"spent_picos": 5000, "reserved_picos": 0, "calls": 1}
+    # The call's own settlement, arriving after the sweep, changes nothing.
+    await services.recorder.record({**row, "cost_picos": 42}, reservation)
+    assert await counter(services, budget) == {"spent_picos": 5000, "reserved_picos": 0, "calls": 1}
+    assert [r["cost_picos"] for r in await rows(services)] == [5000]
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Any) -> Settings:
+    """Demo models, and one served only by an Anthropic deployment: an embeddings call for it
+    is admitted and reserved, and no deployment can take it (never forwarded)."""
+    demo = DeploymentConfig(provider="demo", model="demo-1")
+    anthropic_only = DeploymentConfig(
+        provider="anthropic",
+        model="claude-x",
+        base_url="http://127.0.0.1:9",
+        price={"input": 3_000_000, "output": 15_000_000},
+    )
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        models=[
+            ModelConfig(alias="demo", deployments=[demo]),
+            ModelConfig(alias="claude-*", deployments=[demo]),
+            ModelConfig(alias="nowhere", deployments=[anthropic_only]),
+        ],
+    )
+
+
+async def test_a_call_that_is_never_forwarded_gives_its_reservation_back(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    reply = await client.post(
+        "/v1/embeddings",
+        json={"model": "nowhere", "input": "x" * 4000},
+        headers=bearer(session["key"]["token"]),
+    )
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "model_unavailable"
+    assert await reservations(services) == 0
+    assert await counter(services, budget) == {"spent_picos": 0, "reserved_picos": 0, "calls": 0}
+    assert await rows(services) == []
+
+
+async def test_an_unreadable_budget_store_refuses_the_call(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    if services.store.dialect != "sqlite":
+        pytest.skip("drops a table: only in a database of the test's own (SQLite)")
+    session = await api.session(project="ledger")
+    await add_budget(services, scope_kind="project", scope_value="ledger", limit_picos=PICOS)
+    async with services.store.write() as conn:  # drop the table: the budgets cannot be read
+        await conn.exec_driver_sql("DROP TABLE budget_counters")
+    reply = await chat(client, session["key"]["token"])
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "store_unavailable"
+    assert await rows(services) == []
+
+
+async def _usage_row(services: Services, request_id: str, cost: int) -> dict[str, Any]:
+    """A usage row as the gateway writes it, for a session call."""
+    return {
+        "request_id": request_id,
+        "org_id": services.root_org_id,
+        "session_id": await _only_session(services),
+        "key_id": None,
+        "user_id": None,
+        "team_id": None,
+        "project": "ledger",
+        "repository": None,
+        "labels": "{}",
+        "skills": "[]",
+        "plugins": "[]",
+        "client_session": None,
+        "endpoint": "/v1/chat/completions",
+        "model_alias": "demo",
+        "deployment": None,
+        "upstream_model": None,
+        "stream": 0,
+        "input_tokens": 1,
+        "output_tokens": 1,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "reasoning_tokens": 0,
+        "cost_picos": cost,
+        "price_version": None,
+        "status": "ok",
+        "http_status": 200,
+        "error": None,
+        "retries": 0,
+        "estimated": 0,
+        "ttfb_ms": 1,
+        "latency_ms": 2,
+        "created_at": services.clock.now(),
+    }
+
+
+async def _only_session(services: Services) -> str:
+    async with services.store.read() as conn:
+        return str(await conn.scalar(select(agent_sessions.c.id).limit(1)))
