@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,12 +105,19 @@ class Services:
                 log.warning("could not record key last-used times: %s", exc)
 
     async def _sweep(self, ledger: Ledger) -> None:
+        """Renew this process's live reservations and settle expired ones (a stopped process's)."""
+        every = self.settings.gateway.sweep_seconds
+        renew_every = self.settings.gateway.reservation_ttl_seconds / 3
+        renewed = 0.0
         while True:
             try:
+                if time.monotonic() - renewed >= renew_every:
+                    await ledger.keep_alive()
+                    renewed = time.monotonic()
                 await ledger.sweep()
             except StoreUnavailable as exc:
-                log.warning("could not sweep expired budget reservations: %s", exc)
-            await asyncio.sleep(self.settings.gateway.sweep_seconds)
+                log.warning("could not renew or sweep budget reservations: %s", exc)
+            await asyncio.sleep(min(every, renew_every))
 
     async def authenticate(
         self, headers: Mapping[str, str], scope: Scope, request_id: str

@@ -143,7 +143,9 @@ async def test_the_anthropic_sdk_gets_the_refusal_in_its_own_shape(
     services: Services, client: httpx.AsyncClient, api: Api
 ) -> None:
     session = await api.session(project="ledger")
-    await add_budget(services, scope_kind="session", scope_value=session["session"]["id"], limit_picos=1)
+    await add_budget(
+        services, scope_kind="session", scope_value=session["session"]["id"], limit_picos=1
+    )
     reply = await client.post(
         "/v1/messages",
         json={**BODY, "model": "claude-sonnet-4"},
@@ -388,3 +390,25 @@ async def _usage_row(services: Services, request_id: str, cost: int) -> dict[str
 async def _only_session(services: Services) -> str:
     async with services.store.read() as conn:
         return str(await conn.scalar(select(agent_sessions.c.id).limit(1)))
+
+
+async def test_a_live_call_keeps_its_reservation_and_a_dead_one_is_swept(
+    services: Services, api: Api, clock: MutableClock
+) -> None:
+    session = await api.session(project="ledger")
+    await add_budget(services, scope_kind="project", scope_value="ledger", limit_picos=PICOS)
+    assert services.ledger is not None
+    ledger = services.ledger
+    applicable = await ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    ttl = services.settings.gateway.reservation_ttl_seconds
+    await ledger.reserve(applicable, "req_live", 10, await _usage_row(services, "req_live", 0))
+    await ledger.reserve(applicable, "req_dead", 10, await _usage_row(services, "req_dead", 0))
+    ledger.forget("req_dead")  # as if its process had stopped renewing it
+    clock.advance(seconds=ttl * 0.9)
+    assert await ledger.keep_alive() == 1
+    clock.advance(seconds=ttl * 0.2)  # past both first expiries; the live one was renewed
+    assert await ledger.sweep() == 1
+    assert [r["request_id"] for r in await rows(services)] == ["req_dead"]
+    assert await reservations(services) == 1

@@ -12,8 +12,9 @@
   reserved amount goes down by the reservation and its spent amount up by the actual cost, then
   the reservation row is deleted. The updates are guarded by the reservation still existing, so
   settling twice, or after the sweeper, changes nothing (idempotent by request id).
-- **Sweep**: a reservation past its expiry (its process died) is settled at its reserved
-  amount: its usage row is written marked estimated, with status ``orphaned``.
+- **Sweep**: the process serving a call renews its reservation's expiry every third of the
+  time to live; a reservation past its expiry belongs to a process that stopped, and is settled
+  at its reserved amount: its usage row is written marked estimated, with status ``orphaned``.
 
 A window's counter is keyed by the window's first instant, computed from the clock, so a new
 day, week or month starts from zero with no reset job. Spend counts from the moment a budget
@@ -189,6 +190,7 @@ class Ledger:
         self._clock = clock
         self.book = book
         self._ttl = timedelta(seconds=reservation_ttl_seconds)
+        self._live: set[str] = set()  # reservations of calls in flight here: kept alive
         insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
         self._new_counter = insert(budget_counters).on_conflict_do_nothing()
 
@@ -252,7 +254,28 @@ class Ledger:
                     created_at=now,
                 )
             )
+        self._live.add(request_id)
         return Reservation(request_id, amount_picos, charges)
+
+    def forget(self, request_id: str) -> None:
+        """The call ended (settled, released, or left to the sweeper): stop keeping it alive."""
+        self._live.discard(request_id)
+
+    async def keep_alive(self) -> int:
+        """Push back the expiry of every reservation of a call still in flight here, so that
+        only a stopped process's reservations expire; how many were renewed."""
+        live = list(self._live)
+        if not live:
+            return 0
+        expires = self._clock.now() + self._ttl
+        async with self._store.write() as conn:
+            for start in range(0, len(live), SWEEP_BATCH):
+                await conn.execute(
+                    update(budget_reservations)
+                    .where(budget_reservations.c.request_id.in_(live[start : start + SWEEP_BATCH]))
+                    .values(expires_at=expires)
+                )
+        return len(live)
 
     async def _refusal(
         self,

@@ -162,8 +162,11 @@ class Gateway:
                 await self._settle_quietly(call, usage, "client_disconnected")
         finally:
             watcher.cancel()
-            if call.reservation is not None and not call.settled and call.deployment is None:
-                await self._release(call)  # never forwarded: give the reservation back
+            if call.reservation is not None:
+                if not call.settled and call.deployment is None:
+                    await self._release(call)  # never forwarded: give the reservation back
+                # Settled, released, or (if the store failed) left to expire and be swept.
+                self._ledger.forget(call.request_id)
 
     async def models_for(self, headers: dict[str, str], scope: Scope) -> list[str]:
         """The exact aliases the caller of ``GET /v1/models`` may use."""

@@ -173,10 +173,11 @@ class GatewayConfig(BaseModel):
         " the actual cost when the call ends.",
     )
     reservation_ttl_seconds: float = Field(
-        3600.0,
+        120.0,
         gt=0,
-        description="A budget reservation not settled this long after it was made belongs to a"
-        " process that stopped: the sweeper settles it at its reserved cost, marked estimated.",
+        description="A budget reservation's time to live. The process serving the call renews"
+        " it every third of this; one not renewed for this long belongs to a process that"
+        " stopped, and the sweeper settles it at its reserved cost, marked estimated.",
     )
     sweep_seconds: float = Field(
         30.0, gt=0, description="How often expired budget reservations are looked for."

@@ -1,0 +1,156 @@
+"""A `pilothouse serve` killed (SIGKILL) while streams are in flight leaves their reservations;
+the next process's sweeper settles each at its reserved cost, once, with a usage row marked
+estimated, and nothing is counted twice."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pilothouse.identity.tokens import KeyKind, issue
+from tests.conftest import bearer
+from tests.gateway.upstream import FakeUpstream
+from tests.servers import free_port, wait_ready
+
+STREAMS = 4
+TTL_SECONDS = 2.0
+BOUND_SECONDS = 20.0
+
+
+@contextmanager
+def server(home: Path, config: Path, owner: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`pilothouse serve` on a SQLite data dir in ``home``; killed at the end if still alive."""
+    port = free_port()
+    log_path = home / f"server-{port}.log"
+    argv = [sys.executable, "-m", "pilothouse", "serve", "--config", str(config)]
+    argv += ["--data-dir", str(home / "data"), "--port", str(port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=home,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": "/usr/bin:/bin", "PILOTHOUSE_ADMIN_KEY": owner},
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_path)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def query(home: Path, sql: str) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(home / "data" / "pilothouse.db")) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def wait_for(check: Any, what: str) -> None:
+    deadline = time.monotonic() + BOUND_SECONDS
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {BOUND_SECONDS}s: {what}")
+
+
+def test_a_killed_process_s_reservations_are_settled_once_by_the_next(tmp_path: Path) -> None:
+    owner = issue(KeyKind.USER).token
+    with FakeUpstream.threaded() as upstream:
+        config = tmp_path / "pilothouse.json"
+        deployment = {
+            "provider": "openai-compatible",
+            "model": "fake-model",
+            "base_url": upstream.openai_url,
+            "price": {"input": 1_000_000, "output": 2_000_000},
+        }
+        config.write_text(
+            json.dumps(
+                {
+                    "models": [{"alias": "budget-model", "deployments": [deployment]}],
+                    "gateway": {"reservation_ttl_seconds": TTL_SECONDS, "sweep_seconds": 0.2},
+                }
+            )
+        )
+        # Each stream's events come 10 s apart: the process dies with all of them in flight.
+        upstream.slow(10.0, path="/chat/completions", times=STREAMS)
+        with server(tmp_path, config, owner) as (url, process):
+            with httpx.Client(timeout=10) as http:
+                org = http.get(f"{url}/api/v1/org", headers=bearer(owner)).json()["id"]
+                made = http.post(
+                    f"{url}/api/v1/sessions", headers=bearer(owner), json={"project": "crash"}
+                )
+                assert made.status_code == 201, made.text
+                key = made.json()["key"]["token"]
+            now = datetime.now(UTC).isoformat()
+            with closing(sqlite3.connect(tmp_path / "data" / "pilothouse.db")) as conn, conn:
+                conn.execute(
+                    "INSERT INTO budgets (id, org_id, name, scope_kind, scope_value, window,"
+                    " limit_picos, enforcement, thresholds, created_at, updated_at) VALUES"
+                    " ('bud_crash', ?, 'crash', 'project', 'crash', 'total', ?, 'hard',"
+                    " '[100]', ?, ?)",
+                    (org, 10**12, now, now),
+                )
+            body = {
+                "model": "budget-model",
+                "stream": True,
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "Say something about ledgers please"}],
+            }
+            threads = [
+                threading.Thread(target=_stream, args=(url, key, body), daemon=True)
+                for _ in range(STREAMS)
+            ]
+            for thread in threads:
+                thread.start()
+            wait_for(lambda: len(upstream.requests) >= STREAMS, "every stream forwarded")
+            reserved = query(tmp_path, "SELECT amount_picos FROM budget_reservations")
+            assert len(reserved) == STREAMS
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        for thread in threads:
+            thread.join(timeout=15)
+        amount = reserved[0][0]
+        assert query(tmp_path, "SELECT count(*) FROM usage_records") == [(0,)]
+        assert query(tmp_path, "SELECT spent_picos, reserved_picos FROM budget_counters") == [
+            (0, STREAMS * amount)
+        ]
+
+        with server(tmp_path, config, owner):
+            wait_for(
+                lambda: query(tmp_path, "SELECT count(*) FROM budget_reservations") == [(0,)],
+                "the orphaned reservations swept",
+            )
+            time.sleep(3 * 0.2 + TTL_SECONDS)  # more sweeps: nothing is settled twice
+            rows = query(tmp_path, "SELECT status, estimated, cost_picos FROM usage_records")
+            counters = query(
+                tmp_path, "SELECT spent_picos, reserved_picos, calls FROM budget_counters"
+            )
+    assert sorted(rows) == [("orphaned", 1, amount)] * STREAMS
+    assert counters == [(STREAMS * amount, 0, STREAMS)]
+
+
+def _stream(url: str, key: str, body: dict[str, Any]) -> None:
+    try:
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", f"{url}/v1/chat/completions", json=body, headers=bearer(key)) as r,
+        ):
+            for _ in r.iter_bytes():
+                pass
+    except httpx.HTTPError:
+        pass  # the server was killed mid-stream
