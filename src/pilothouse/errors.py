@@ -16,6 +16,7 @@ message that names the problem and, where there is one, the fix::
     ├── Forbidden                   403 forbidden
     │   └── ScopeDenied             403 scope_denied
     ├── BudgetExceeded              402 budget_exceeded
+    ├── RateLimited                 429 rate_limited
     ├── NotFound                    404 not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
@@ -62,6 +63,17 @@ class BudgetExceeded(PilothouseError):
 
     status = 402
     code = "budget_exceeded"
+
+
+class RateLimited(PilothouseError):
+    """A rate limit (per minute or concurrent) would be exceeded; ``retry_after`` says when."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = retry_after
 
 
 class BadRequest(PilothouseError):

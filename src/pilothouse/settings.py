@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from pilothouse.budgets.limits import RateLimitConfig
 from pilothouse.errors import ConfigError
 from pilothouse.gateway.config import GatewayConfig, ModelConfig, demo_models
 
@@ -66,6 +67,12 @@ class Settings(BaseModel):
         default_factory=demo_models,
         description="LLM model aliases and their deployments (YAML list); by default the demo"
         " provider serves `demo`, `claude-*` and `gpt-*`.",
+    )
+    rate_limits: list[RateLimitConfig] = Field(
+        default_factory=list,
+        description="Requests and tokens per minute and concurrent calls per scope (YAML list"
+        " of {scope, rpm, tpm, concurrent}); counted in the store, so they hold across"
+        " replicas. `user:*` gives each user the limit.",
     )
     gateway: GatewayConfig = Field(
         default_factory=GatewayConfig,

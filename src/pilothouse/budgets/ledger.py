@@ -27,13 +27,14 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
     Budget,
     Downgrade,
@@ -46,9 +47,14 @@ from pilothouse.budgets.model import (
     window_end,
     window_start,
 )
-from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
+from pilothouse.budgets.tables import (
+    budget_counters,
+    budget_reservations,
+    budgets,
+    rate_counters,
+)
 from pilothouse.clock import Clock
-from pilothouse.errors import BudgetExceeded
+from pilothouse.errors import BudgetExceeded, RateLimited
 from pilothouse.gateway.tables import usage_records
 from pilothouse.identity.principal import Principal
 from pilothouse.store.bulk import Statement
@@ -70,12 +76,33 @@ class Charge:
 
 
 @dataclass(frozen=True, slots=True)
+class RateCharge:
+    """One rate-limit counter a call holds: its key, what it took, and what it counts."""
+
+    key: str
+    taken: int
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """A rate limit as it stood once the call was admitted (for the ``x-ratelimit-*`` headers)."""
+
+    kind: str
+    limit: int
+    count: int
+    reset_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """What was reserved for one call, to settle when it ends."""
 
     request_id: str
     amount_picos: int
     charges: tuple[Charge, ...]
+    rate_charges: tuple[RateCharge, ...] = ()
+    limits: tuple[LimitState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +220,7 @@ class Ledger:
         self._live: set[str] = set()  # reservations of calls in flight here: kept alive
         insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
         self._new_counter = insert(budget_counters).on_conflict_do_nothing()
+        self._new_rate = insert(rate_counters).on_conflict_do_nothing()
 
     async def reserve(
         self,
@@ -200,11 +228,14 @@ class Ledger:
         request_id: str,
         amount_picos: int,
         usage_row: Mapping[str, Any],
+        limits: Sequence[LimitHit] = (),
+        tokens: int = 0,
     ) -> Reservation:
-        """Reserve ``amount_picos`` on every budget in ``applicable`` at once, durably.
+        """Take a slot of every rate limit in ``limits`` (``tokens`` of each per-minute token
+        limit) and reserve ``amount_picos`` on every budget in ``applicable``, at once, durably.
 
-        Raises BudgetExceeded (with the first refusing hard budget's numbers) and changes
-        nothing if a hard budget would go over its limit.
+        Raises RateLimited or BudgetExceeded (with the numbers of the first limit or hard budget
+        that refuses) and changes nothing if any would be exceeded.
         """
         now = self._clock.now()
         charges = tuple(
@@ -212,6 +243,9 @@ class Ledger:
             for b in sorted(applicable, key=lambda b: b.id)
         )
         async with self._store.write() as conn:
+            rate_charges, states = await self._take_limits(
+                conn, usage_row["org_id"], limits, tokens, now
+            )
             for budget, charge in zip(sorted(applicable, key=lambda b: b.id), charges, strict=True):
                 await conn.execute(
                     self._new_counter,
@@ -249,13 +283,66 @@ class Ledger:
                     org_id=usage_row["org_id"],
                     amount_picos=amount_picos,
                     charges=json.dumps([[c.budget_id, c.window_start] for c in charges]),
+                    rate_charges=json.dumps([[r.key, r.taken, r.kind] for r in rate_charges]),
                     usage_row=json.dumps(_jsonable(usage_row), sort_keys=True),
                     expires_at=now + self._ttl,
                     created_at=now,
                 )
             )
         self._live.add(request_id)
-        return Reservation(request_id, amount_picos, charges)
+        return Reservation(request_id, amount_picos, charges, rate_charges, states)
+
+    async def _take_limits(
+        self,
+        conn: AsyncConnection,
+        org_id: str,
+        limits: Sequence[LimitHit],
+        tokens: int,
+        now: datetime,
+    ) -> tuple[tuple[RateCharge, ...], tuple[LimitState, ...]]:
+        minute = epoch(now) // 60 * 60
+        taken, states = [], []
+        counter = rate_counters.c
+        for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
+            if hit.kind == LimitKind.CONCURRENT:
+                key, amount, expires, reset = f"{org_id}|conc|{hit.scope}", 1, None, None
+            else:
+                key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
+                amount = 1 if hit.kind == LimitKind.RPM else tokens
+                expires, reset = minute + 120, minute + 60
+            await conn.execute(self._new_rate, {"key": key, "count": 0, "expires_at": expires})
+            row = (
+                await conn.execute(
+                    update(rate_counters)
+                    .where(counter.key == key, counter.count + amount <= hit.limit)
+                    .values(count=counter.count + amount)
+                    .returning(counter.count)
+                )
+            ).first()
+            if row is None:
+                current = int(
+                    await conn.scalar(select(counter.count).where(counter.key == key)) or 0
+                )
+                wait = max(1.0, reset - now.timestamp()) if reset is not None else 1.0
+                what = {
+                    LimitKind.RPM: "calls a minute",
+                    LimitKind.TPM: "tokens a minute",
+                    LimitKind.CONCURRENT: "calls at once",
+                }[hit.kind]
+                raise RateLimited(
+                    f"rate limit of {hit.scope} reached: {hit.limit} {what}, {current} used"
+                    + (f", this call needs {amount}" if hit.kind == LimitKind.TPM else "")
+                    + f"; retry in {wait:.0f}s",
+                    wait,
+                    scope=hit.scope,
+                    limit_kind=hit.kind,
+                    limit=hit.limit,
+                    used=current,
+                    resets_at=datetime.fromtimestamp(reset, UTC).isoformat() if reset else None,
+                )
+            taken.append(RateCharge(key, amount, hit.kind))
+            states.append(LimitState(hit.kind, hit.limit, int(row[0]), reset))
+        return tuple(taken), tuple(states)
 
     def forget(self, request_id: str) -> None:
         """The call ended (settled, released, or left to the sweeper): stop keeping it alive."""
@@ -306,6 +393,12 @@ class Ledger:
             )
             if gone.rowcount != 1:
                 return
+            for rate in reservation.rate_charges:
+                await conn.execute(
+                    update(rate_counters)
+                    .where(rate_counters.c.key == rate.key)
+                    .values(count=rate_counters.c.count - rate.taken)
+                )
             for charge in reservation.charges:
                 await conn.execute(
                     update(budget_counters)
@@ -319,16 +412,25 @@ class Ledger:
                 )
 
     @staticmethod
-    def settlements(settled: Sequence[tuple[Reservation, int]]) -> list[Statement]:
-        """The statements that settle ``(reservation, actual cost)`` pairs, to run in the
-        transaction that writes their usage rows (after it, so the guard sees the rows)."""
+    def settlements(settled: Sequence[tuple[Reservation, int, int]]) -> list[Statement]:
+        """The statements that settle ``(reservation, actual cost, actual tokens)`` triples, to
+        run in the transaction that writes their usage rows. Each is guarded by the reservation
+        still existing; the reservation is deleted last."""
         counters = [
             (r.amount_picos, cost, c.budget_id, c.window_start, r.request_id)
-            for r, cost in settled
+            for r, cost, _ in settled
             for c in r.charges
         ]
-        done = [(reservation.request_id,) for reservation, _ in settled]
-        return [(SETTLE_COUNTER, counters), (DELETE_RESERVATION, done)] if settled else []
+        rates = [
+            (_settled_delta(rate, tokens), rate.key, r.request_id)
+            for r, _, tokens in settled
+            for rate in r.rate_charges
+            if rate.kind != LimitKind.RPM
+        ]
+        done = [(reservation.request_id,) for reservation, _, _ in settled]
+        if not settled:
+            return []
+        return [(SETTLE_COUNTER, counters), (SETTLE_RATE, rates), (DELETE_RESERVATION, done)]
 
     async def sweep(self) -> int:
         """Settle every expired reservation at its reserved amount; how many were settled."""
@@ -348,11 +450,20 @@ class Ledger:
                         budget_reservations.c.request_id,
                         budget_reservations.c.amount_picos,
                         budget_reservations.c.charges,
+                        budget_reservations.c.rate_charges,
                         budget_reservations.c.usage_row,
                     )
                 )
             ).all()
-            for request_id, amount, charges, usage_json in rows:
+            await conn.execute(delete(rate_counters).where(rate_counters.c.expires_at < epoch(now)))
+            for request_id, amount, charges, rate_json, usage_json in rows:
+                for key, _taken, kind in json.loads(rate_json):
+                    if kind == LimitKind.CONCURRENT:  # its slot; tokens stay as reserved
+                        await conn.execute(
+                            update(rate_counters)
+                            .where(rate_counters.c.key == key)
+                            .values(count=rate_counters.c.count - 1)
+                        )
                 for budget_id, start in json.loads(charges):
                     await conn.execute(
                         update(budget_counters)
@@ -388,7 +499,17 @@ SETTLE_COUNTER = (
     " WHERE budget_id = ? AND window_start = ?"
     " AND EXISTS (SELECT 1 FROM budget_reservations WHERE request_id = ?)"
 )
+SETTLE_RATE = (
+    "UPDATE rate_counters SET count = count + ? WHERE key = ?"
+    " AND EXISTS (SELECT 1 FROM budget_reservations WHERE request_id = ?)"
+)
 DELETE_RESERVATION = "DELETE FROM budget_reservations WHERE request_id = ?"
+
+
+def _settled_delta(rate: RateCharge, tokens: int) -> int:
+    """What settling changes a counter by: a concurrent slot is given back; a minute's tokens
+    go from the reserved estimate to the actual count."""
+    return -1 if rate.kind == LimitKind.CONCURRENT else tokens - rate.taken
 
 
 def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,3 +521,39 @@ def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(created, str):
         raw["created_at"] = datetime.fromisoformat(created)
     return raw
+
+
+_HEADER_SUFFIX = {LimitKind.RPM: "requests", LimitKind.TPM: "tokens"}
+
+
+def limit_headers(states: Sequence[LimitState], now: datetime) -> list[tuple[bytes, bytes]]:
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest per-minute
+    limits a call was admitted under (the names OpenAI's API uses)."""
+    headers: list[tuple[bytes, bytes]] = []
+    for kind, suffix in _HEADER_SUFFIX.items():
+        mine = [s for s in states if s.kind == kind]
+        if not mine:
+            continue
+        tight = min(mine, key=lambda s: s.limit - s.count)
+        reset = max(0, (tight.reset_at or 0) - int(now.timestamp()))
+        headers += [
+            (f"x-ratelimit-limit-{suffix}".encode(), str(tight.limit).encode()),
+            (
+                f"x-ratelimit-remaining-{suffix}".encode(),
+                str(max(0, tight.limit - tight.count)).encode(),
+            ),
+            (f"x-ratelimit-reset-{suffix}".encode(), f"{reset}s".encode()),
+        ]
+    return headers
+
+
+def refused_headers(exc: RateLimited) -> list[tuple[bytes, bytes]]:
+    """The ``x-ratelimit-*`` headers of the limit that refused a call."""
+    suffix = _HEADER_SUFFIX.get(exc.details.get("limit_kind", ""))
+    if suffix is None:
+        return []
+    return [
+        (f"x-ratelimit-limit-{suffix}".encode(), str(exc.details["limit"]).encode()),
+        (f"x-ratelimit-remaining-{suffix}".encode(), b"0"),
+        (f"x-ratelimit-reset-{suffix}".encode(), f"{round(exc.retry_after)}s".encode()),
+    ]

@@ -61,9 +61,22 @@ budget_reservations = Table(
     Column("amount_picos", BigInteger, nullable=False),
     # [[budget_id, window_start], ...]: the counters the amount was reserved on.
     Column("charges", JSONText, nullable=False),
+    # [[counter key, amount taken, kind], ...]: the rate-limit counters the call holds.
+    Column("rate_charges", JSONText, nullable=False, default="[]"),
     # The usage row a sweeper writes if the call never settles (JSON, reserved cost, estimated).
     Column("usage_row", Text, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_budget_reservations_expires", "expires_at"),
+)
+
+rate_counters = Table(
+    "rate_counters",
+    metadata,
+    # "<org>|rpm|<scope>|<minute>", "<org>|tpm|<scope>|<minute>" or "<org>|conc|<scope>"
+    Column("key", String(600), primary_key=True),
+    Column("count", BigInteger, nullable=False, default=0),
+    # Epoch seconds after which a per-minute row is of no use (swept); null for concurrency.
+    Column("expires_at", BigInteger, nullable=True),
+    Index("ix_rate_counters_expires", "expires_at"),
 )

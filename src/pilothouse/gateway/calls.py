@@ -18,8 +18,9 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from pilothouse.audit import chain
-from pilothouse.budgets.ledger import Ledger
-from pilothouse.errors import BudgetExceeded, PilothouseError, StoreUnavailable
+from pilothouse.budgets.ledger import Ledger, limit_headers, refused_headers
+from pilothouse.budgets.limits import limits_for
+from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited, StoreUnavailable
 from pilothouse.gateway.access import ModelAccess
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.exchange import (
@@ -257,27 +258,38 @@ class Gateway:
         """Reserve the call's worst-case cost on every budget it counts against (fail closed:
         a budget that cannot be read or written refuses the call)."""
         assert call.principal is not None and call.model is not None
+        limits = limits_for(self._svc.settings.rate_limits, call.principal)
         try:
             applicable = await self._ledger.book.applicable(call.principal)
-            if not applicable:
+            if not applicable and not limits:
                 return
             skeleton = usage_row(call, Usage(), "orphaned", 0, self._svc.clock.now())
+            amount, tokens = self._worst_case(call, call.model)
             call.reservation = await self._ledger.reserve(
-                applicable, call.request_id, self._worst_case(call, call.model), skeleton
+                applicable, call.request_id, amount, skeleton, limits, tokens
             )
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc
+        except RateLimited as exc:
+            call.headers_out = refused_headers(exc)
+            raise CallRefused(
+                exc.status, exc.code, exc.message, retry_after=exc.retry_after, details=exc.details
+            ) from exc
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
+        call.headers_out = limit_headers(call.reservation.limits, self._svc.clock.now())
 
-    def _worst_case(self, call: Call, model: ModelConfig) -> int:
-        """The most the call can cost on any of the model's deployments: its prompt (estimated,
-        priced as input or as a cache write, whichever is dearer) and its output cap."""
+    def _worst_case(self, call: Call, model: ModelConfig) -> tuple[int, int]:
+        """The most the call can cost on any of the model's deployments, and its most tokens:
+        its prompt (estimated, priced as input or as a cache write, whichever is dearer) and its
+        output cap."""
         body = call.body or {}
         prompt = estimate_tokens(
             [body.get("system"), body.get("messages"), body.get("input"), body.get("tools")]
         )
         output = self._svc.settings.gateway.reserve_output_tokens
+        if call.wire is WireFormat.OPENAI_EMBEDDINGS:  # embeddings produce no output tokens
+            output = 0
         for name in OUTPUT_CAPS:
             cap = body.get(name)
             if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
@@ -292,7 +304,7 @@ class Gateway:
                     price.cost_picos(Usage(input_tokens=prompt, output_tokens=output)),
                     price.cost_picos(Usage(cache_write_tokens=prompt, output_tokens=output)),
                 )
-        return worst
+        return worst, prompt + output
 
     async def _release(self, call: Call) -> None:
         assert call.reservation is not None
@@ -506,7 +518,14 @@ class Gateway:
             await reply_error(send, call, CallRefused(503, exc.code, exc.message))
             return
         content_type = "application/json" if call.upstream_wire is not call.wire else None
-        await send(start_message(reply.status, content_type or reply.content_type, call.request_id))
+        await send(
+            start_message(
+                reply.status,
+                content_type or reply.content_type,
+                call.request_id,
+                extra=call.headers_out,
+            )
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def _relay_stream(self, call: Call, reply: UpstreamReply, send: Send) -> None:
@@ -526,7 +545,9 @@ class Gateway:
         )
         status, failure = "ok", None
         try:
-            await send(start_message(200, "text/event-stream", call.request_id))
+            await send(
+                start_message(200, "text/event-stream", call.request_id, extra=call.headers_out)
+            )
             async for chunk in reply.chunks:
                 if translator is None:
                     out = watcher.feed(chunk)

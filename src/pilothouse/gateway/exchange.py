@@ -70,6 +70,7 @@ class Call:
     finishing: bool = False
     passthrough: dict[str, str] = field(default_factory=dict)
     reservation: Reservation | None = None
+    headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
     settled: bool = False
     bodies: dict[WireFormat, dict[str, Any]] = field(default_factory=dict)
 
@@ -189,13 +190,19 @@ def elapsed_ms(started: float) -> int:
 
 
 def start_message(
-    status: int, content_type: str, request_id: str, retry_after: float | None = None
+    status: int,
+    content_type: str,
+    request_id: str,
+    retry_after: float | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
 ) -> dict[str, Any]:
-    """The ASGI message that starts a reply."""
+    """The ASGI message that starts a reply (``extra``: more headers, such as rate limits')."""
     headers = [
         (b"content-type", content_type.encode()),
         (b"x-request-id", request_id.encode()),
     ]
+    if extra:
+        headers.extend(extra)
     if content_type == "text/event-stream":
         headers.append((b"cache-control", b"no-cache"))
     if retry_after is not None:
@@ -206,7 +213,9 @@ def start_message(
 async def reply_error(send: Send, call: Call, refused: CallRefused) -> None:
     """Answer the client with ``refused`` in its API's error shape."""
     call.finishing = True
-    start = start_message(refused.status, "application/json", call.request_id, refused.retry_after)
+    start = start_message(
+        refused.status, "application/json", call.request_id, refused.retry_after, call.headers_out
+    )
     await send(start)
     body = error_body(call.wire, refused.status, refused.code, refused.message, refused.details)
     await send({"type": "http.response.body", "body": body})

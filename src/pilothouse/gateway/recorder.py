@@ -72,7 +72,9 @@ class UsageRecorder:
 
     async def _flush(self) -> None:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        settled = [(res, row["cost_picos"]) for row, res, _ in batch if res is not None]
+        settled = [
+            (res, row["cost_picos"], _tokens(row)) for row, res, _ in batch if res is not None
+        ]
         try:
             await self._insert([row for row, _, _ in batch], Ledger.settlements(settled))
         except Exception as exc:  # the writer must outlive any batch, and no caller may hang
@@ -93,3 +95,13 @@ class UsageRecorder:
 def _consume(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _tokens(row: dict[str, Any]) -> int:
+    """Every token of a call, as the per-minute token limits count them."""
+    return int(
+        row["input_tokens"]
+        + row["output_tokens"]
+        + row["cache_read_tokens"]
+        + row["cache_write_tokens"]
+    )

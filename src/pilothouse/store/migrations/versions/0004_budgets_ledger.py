@@ -1,4 +1,4 @@
-"""budgets, their counters per window, and reservations
+"""budgets, their counters per window, reservations, and rate-limit counters
 
 Revision ID: 0004
 Revises: 0003
@@ -69,6 +69,7 @@ def upgrade() -> None:
         sa.Column("org_id", sa.String(length=40), nullable=False),
         sa.Column("amount_picos", sa.BigInteger(), nullable=False),
         sa.Column("charges", sa.Text(), nullable=False),
+        sa.Column("rate_charges", sa.Text(), nullable=False),
         sa.Column("usage_row", sa.Text(), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -82,10 +83,20 @@ def upgrade() -> None:
     op.create_index(
         "ix_budget_reservations_expires", "budget_reservations", ["expires_at"], unique=False
     )
+    op.create_table(
+        "rate_counters",
+        sa.Column("key", sa.String(length=600), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_counters")),
+    )
+    op.create_index("ix_rate_counters_expires", "rate_counters", ["expires_at"], unique=False)
 
 
 def downgrade() -> None:
     """Revert this migration."""
+    op.drop_index("ix_rate_counters_expires", table_name="rate_counters")
+    op.drop_table("rate_counters")
     op.drop_index("ix_budget_reservations_expires", table_name="budget_reservations")
     op.drop_table("budget_reservations")
     op.drop_table("budget_counters")
