@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import Scope
 
 from pilothouse.audit import chain
+from pilothouse.budgets.alerts import Alerts
 from pilothouse.budgets.ledger import BudgetBook, Ledger
 from pilothouse.clock import Clock, SystemClock
 from pilothouse.errors import Forbidden, PilothouseError, StoreUnavailable, Unauthenticated
@@ -53,6 +54,7 @@ class Services:
     gateway: Gateway | None = None
     recorder: UsageRecorder | None = None
     ledger: Ledger | None = None
+    alerts: Alerts | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -80,6 +82,8 @@ class Services:
         self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
         if self.ledger is not None:
             self._tasks.append(asyncio.create_task(self._sweep(self.ledger), name="sweeper"))
+        if self.alerts is not None:
+            self._tasks.append(asyncio.create_task(self._alert(self.alerts), name="alerts"))
 
     async def close(self) -> None:
         """Stop background work, write what is pending, close connections."""
@@ -118,6 +122,16 @@ class Services:
             except StoreUnavailable as exc:
                 log.warning("could not renew or sweep budget reservations: %s", exc)
             await asyncio.sleep(min(every, renew_every))
+
+    async def _alert(self, alerts: Alerts) -> None:
+        """Fire budget alerts for thresholds crossed and deliver those that are due."""
+        while True:
+            try:
+                await alerts.check()
+                await alerts.deliver()
+            except StoreUnavailable as exc:
+                log.warning("could not check or deliver budget alerts: %s", exc)
+            await asyncio.sleep(self.settings.alert_check_seconds)
 
     async def authenticate(
         self, headers: Mapping[str, str], scope: Scope, request_id: str
@@ -181,12 +195,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         telemetry=Telemetry(settings),
         recorder=recorder,
     )
-    services.ledger = Ledger(
-        store,
-        the_clock,
-        BudgetBook(store, invalidations),
-        settings.gateway.reservation_ttl_seconds,
-    )
+    book = BudgetBook(store, invalidations)
+    services.ledger = Ledger(store, the_clock, book, settings.gateway.reservation_ttl_seconds)
+    services.alerts = Alerts(store, the_clock, book, settings.alert_webhooks)
     prices = PriceBook.shipped(settings.gateway.default_price)
     http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(

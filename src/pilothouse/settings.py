@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from pilothouse.budgets.alerts import AlertWebhook
 from pilothouse.budgets.limits import RateLimitConfig
 from pilothouse.errors import ConfigError
 from pilothouse.gateway.config import GatewayConfig, ModelConfig, demo_models
@@ -73,6 +74,14 @@ class Settings(BaseModel):
         description="Requests and tokens per minute and concurrent calls per scope (YAML list"
         " of {scope, rpm, tpm, concurrent}); counted in the store, so they hold across"
         " replicas. `user:*` gives each user the limit.",
+    )
+    alert_webhooks: list[AlertWebhook] = Field(
+        default_factory=list,
+        description="Where budget threshold alerts are posted (YAML list of {url, format:"
+        " json|slack, headers}); alerts are recorded even with none.",
+    )
+    alert_check_seconds: float = Field(
+        5.0, gt=0, description="How often budgets are checked for thresholds crossed."
     )
     gateway: GatewayConfig = Field(
         default_factory=GatewayConfig,

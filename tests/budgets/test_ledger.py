@@ -366,6 +366,7 @@ async def _usage_row(services: Services, request_id: str, cost: int) -> dict[str
         "client_session": None,
         "endpoint": "/v1/chat/completions",
         "model_alias": "demo",
+        "downgraded_from": None,
         "deployment": None,
         "upstream_model": None,
         "stream": 0,

@@ -178,7 +178,16 @@ class BudgetBook:
     def __init__(self, store: Store, invalidations: Invalidations) -> None:
         self._store = store
         self._by_org: dict[str, tuple[Budget, ...]] = {}
+        self._used: dict[str, float] = {}
         invalidations.subscribe(self._invalidate)
+
+    def set_used(self, used: dict[str, float]) -> None:
+        """Each budget's spent share (percent) of its current window, as last read."""
+        self._used = used
+
+    def used_percent(self, budget_id: str) -> float:
+        """The budget's spent share of its limit as last read (0 before the first reading)."""
+        return self._used.get(budget_id, 0.0)
 
     def _invalidate(self, kind: str, ref: str) -> None:
         if kind == ALL:

@@ -80,3 +80,23 @@ rate_counters = Table(
     Column("expires_at", BigInteger, nullable=True),
     Index("ix_rate_counters_expires", "expires_at"),
 )
+
+budget_alerts = Table(
+    "budget_alerts",
+    metadata,
+    # One per budget, window and threshold: the key makes each alert fire once per window,
+    # whichever replica sees the threshold crossed first.
+    Column("budget_id", ID, ForeignKey("budgets.id", ondelete="CASCADE"), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True),
+    Column("threshold", Integer, primary_key=True),
+    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
+    Column("spent_picos", BigInteger, nullable=False),
+    Column("limit_picos", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # Delivery to the configured webhooks: retried with backoff until delivered or given up.
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index("ix_budget_alerts_next_attempt", "next_attempt_at"),
+)

@@ -242,6 +242,7 @@ class Gateway:
     async def _admit(self, call: Call) -> None:
         """Resolve the model and check the caller may use it (a refusal is audited)."""
         assert call.principal is not None
+        await self._downgrade(call)
         model = self._router.resolve(call.alias)
         if model is None:
             raise CallRefused(
@@ -253,6 +254,30 @@ class Gateway:
             raise CallRefused(403, "model_not_allowed", message)
         call.model = model
         call.passthrough = {n: call.headers[n] for n in PASS_THROUGH if n in call.headers}
+
+    async def _downgrade(self, call: Call) -> None:
+        """Send the call to a cheaper alias if a budget it counts against is past the share of
+        its limit its downgrade rule names (as last read by the alert check)."""
+        assert call.principal is not None
+        try:
+            applicable = await self._ledger.book.applicable(call.principal)
+        except PilothouseError as exc:
+            raise CallRefused(exc.status, exc.code, exc.message) from exc
+        book = self._ledger.book
+        for budget in applicable:
+            rule = budget.downgrade
+            if (
+                rule is not None
+                and rule.target != call.alias
+                and rule.source in (None, call.alias)
+                and book.used_percent(budget.id) >= rule.at_percent
+            ):
+                target = self._router.resolve(rule.target)
+                if target is None or not await self._may_use(target, call.principal):
+                    log.warning("budget %s cannot downgrade to %r", budget.id, rule.target)
+                    continue
+                call.downgraded_from, call.alias = call.alias, rule.target
+                return
 
     async def _reserve(self, call: Call) -> None:
         """Reserve the call's worst-case cost on every budget it counts against (fail closed:

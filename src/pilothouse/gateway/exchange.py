@@ -70,6 +70,7 @@ class Call:
     finishing: bool = False
     passthrough: dict[str, str] = field(default_factory=dict)
     reservation: Reservation | None = None
+    downgraded_from: str | None = None
     headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
     settled: bool = False
     bodies: dict[WireFormat, dict[str, Any]] = field(default_factory=dict)
@@ -98,6 +99,7 @@ def usage_row(
         "client_session": client_session(call.headers),
         "endpoint": call.endpoint[-40:],
         "model_alias": call.alias[:200],
+        "downgraded_from": call.downgraded_from,
         "deployment": deployment.id if deployment else None,
         "upstream_model": deployment.model if deployment else None,
         "stream": int(call.stream),

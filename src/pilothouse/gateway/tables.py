@@ -24,6 +24,8 @@ usage_records = Table(
     Column("client_session", String(100), nullable=True),
     Column("endpoint", String(40), nullable=False),
     Column("model_alias", NAME, nullable=False),
+    # The alias the client asked for, when a budget's downgrade rule sent the call elsewhere.
+    Column("downgraded_from", NAME, nullable=True),
     Column("deployment", NAME, nullable=True),
     Column("upstream_model", NAME, nullable=True),
     Column("stream", Integer, nullable=False),

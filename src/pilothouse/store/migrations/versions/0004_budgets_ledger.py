@@ -20,6 +20,8 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     """Apply this migration."""
+    with op.batch_alter_table("usage_records") as batch:
+        batch.add_column(sa.Column("downgraded_from", sa.String(length=200), nullable=True))
     op.create_table(
         "budgets",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -91,10 +93,41 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_counters")),
     )
     op.create_index("ix_rate_counters_expires", "rate_counters", ["expires_at"], unique=False)
+    op.create_table(
+        "budget_alerts",
+        sa.Column("budget_id", sa.String(length=40), nullable=False),
+        sa.Column("window_start", sa.BigInteger(), nullable=False),
+        sa.Column("threshold", sa.Integer(), nullable=False),
+        sa.Column("org_id", sa.String(length=40), nullable=False),
+        sa.Column("spent_picos", sa.BigInteger(), nullable=False),
+        sa.Column("limit_picos", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["budget_id"],
+            ["budgets.id"],
+            name=op.f("fk_budget_alerts_budget_id_budgets"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["org_id"], ["organizations.id"], name=op.f("fk_budget_alerts_org_id_organizations")
+        ),
+        sa.PrimaryKeyConstraint(
+            "budget_id", "window_start", "threshold", name=op.f("pk_budget_alerts")
+        ),
+    )
+    op.create_index(
+        "ix_budget_alerts_next_attempt", "budget_alerts", ["next_attempt_at"], unique=False
+    )
 
 
 def downgrade() -> None:
     """Revert this migration."""
+    op.drop_index("ix_budget_alerts_next_attempt", table_name="budget_alerts")
+    op.drop_table("budget_alerts")
     op.drop_index("ix_rate_counters_expires", table_name="rate_counters")
     op.drop_table("rate_counters")
     op.drop_index("ix_budget_reservations_expires", table_name="budget_reservations")
@@ -102,3 +135,5 @@ def downgrade() -> None:
     op.drop_table("budget_counters")
     op.drop_index(op.f("ix_budgets_org_id"), table_name="budgets")
     op.drop_table("budgets")
+    with op.batch_alter_table("usage_records") as batch:
+        batch.drop_column("downgraded_from")
