@@ -78,6 +78,8 @@ class Services:
         await self.invalidations.start()
         if self.recorder is not None:
             self.recorder.start()
+        if self.ledger is not None:
+            self.ledger.start()
         self.telemetry.start()
         self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
         if self.ledger is not None:
@@ -92,6 +94,8 @@ class Services:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.recorder is not None:
             await self.recorder.stop()
+        if self.ledger is not None:
+            await self.ledger.stop()
         if self.gateway is not None:
             await self.gateway.aclose()
         await self.telemetry.stop()

@@ -24,8 +24,9 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pilothouse.audit import chain
-from pilothouse.budgets.ledger import BudgetBook, usd
+from pilothouse.budgets.ledger import BudgetBook
 from pilothouse.budgets.model import Window, epoch, window_end, window_start
+from pilothouse.budgets.reserve import usd
 from pilothouse.budgets.tables import budget_alerts, budget_counters, budgets
 from pilothouse.clock import Clock
 from pilothouse.store.engine import Store

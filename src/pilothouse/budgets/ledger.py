@@ -1,13 +1,11 @@
 """The budget ledger: reserve a call's worst-case cost before it is forwarded, settle it after.
 
-- **Reserve** (one write transaction before forwarding): for every budget whose scope the call is
-  charged to, the counter of the current window is created if missing and its reserved amount
-  raised by the call's worst-case cost; for a hard budget only if spent + reserved + this stays
-  within the limit. If any hard budget refuses, the transaction rolls back and nothing changes.
-  The reservation row (the amount, the counters it went to, the usage row a sweeper would write)
-  commits with it. Counters are locked in budget-id order, so concurrent reservations on
-  PostgreSQL never deadlock; each conditional ``UPDATE`` re-reads its row after the lock, so
-  replicas sharing the database cannot overspend between them (invariant 2).
+- **Reserve** (the one write before forwarding, group-committed: ``budgets/reserve.py``): for
+  every budget whose scope the call is charged to, the counter of the current window is created
+  if missing and its reserved amount raised by the call's worst-case cost; for a hard budget only
+  if spent + reserved + this stays within the limit; every rate limit likewise takes its slot.
+  If any refuses, the call changes nothing. The reservation row (the amount, the counters it
+  went to, the usage row a sweeper would write) commits with it.
 - **Settle** (the usage row's own transaction, group-committed by the recorder): each counter's
   reserved amount goes down by the reservation and its spent amount up by the actual cost, then
   the reservation row is deleted. The updates are guarded by the reservation still existing, so
@@ -27,12 +25,11 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
@@ -44,9 +41,9 @@ from pilothouse.budgets.model import (
     applies,
     epoch,
     scope_values,
-    window_end,
     window_start,
 )
+from pilothouse.budgets.reserve import Ask, RateAsk, ReservationWriter
 from pilothouse.budgets.tables import (
     budget_counters,
     budget_reservations,
@@ -54,7 +51,7 @@ from pilothouse.budgets.tables import (
     rate_counters,
 )
 from pilothouse.clock import Clock
-from pilothouse.errors import BudgetExceeded, RateLimited
+from pilothouse.errors import RateLimited
 from pilothouse.gateway.tables import usage_records
 from pilothouse.identity.principal import Principal
 from pilothouse.store.bulk import Statement
@@ -63,7 +60,6 @@ from pilothouse.store.notify import ALL, Invalidations
 
 log = logging.getLogger(__name__)
 
-PICOS_PER_USD = 10**12
 SWEEP_BATCH = 500
 
 
@@ -103,53 +99,6 @@ class Reservation:
     charges: tuple[Charge, ...]
     rate_charges: tuple[RateCharge, ...] = ()
     limits: tuple[LimitState, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why a budget refused a call: everything the agent is told."""
-
-    budget: Budget
-    spent_picos: int
-    reserved_picos: int
-    requested_picos: int
-    resets_at: datetime | None
-
-    def details(self) -> dict[str, Any]:
-        """The fields added to the error body."""
-        return {
-            "budget_id": self.budget.id,
-            "scope": self.budget.scope,
-            "window": self.budget.window.value,
-            "limit_usd": usd(self.budget.limit_picos),
-            "spent_usd": usd(self.spent_picos),
-            "reserved_usd": usd(self.reserved_picos),
-            "requested_usd": usd(self.requested_picos),
-            "resets_at": self.resets_at.isoformat() if self.resets_at else None,
-        }
-
-    def message(self) -> str:
-        """One sentence naming the budget, the numbers and the reset."""
-        b = self.budget
-        when = (
-            f"; the {b.window.value} window resets at {self.resets_at.isoformat()}"
-            if (self.resets_at)
-            else "; it is a total budget and does not reset"
-        )
-        return (
-            f"budget {b.name!r} ({b.scope}, {b.window.value}) would be exceeded: limit"
-            f" ${usd(b.limit_picos)}, spent ${usd(self.spent_picos)}, reserved by calls in"
-            f" flight ${usd(self.reserved_picos)}, this call may cost up to"
-            f" ${usd(self.requested_picos)}{when}"
-        )
-
-
-def usd(picos: int) -> str:
-    """Exact dollars: ``1.5`` for 1.5e12 picos, no float on the way."""
-    sign = "-" if picos < 0 else ""
-    whole, frac = divmod(abs(picos), PICOS_PER_USD)
-    text = f"{frac:012d}".rstrip("0")
-    return f"{sign}{whole}.{text}" if text else f"{sign}{whole}"
 
 
 def budget_from_row(row: Mapping[Any, Any]) -> Budget:
@@ -227,9 +176,15 @@ class Ledger:
         self.book = book
         self._ttl = timedelta(seconds=reservation_ttl_seconds)
         self._live: set[str] = set()  # reservations of calls in flight here: kept alive
-        insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
-        self._new_counter = insert(budget_counters).on_conflict_do_nothing()
-        self._new_rate = insert(rate_counters).on_conflict_do_nothing()
+        self._writer = ReservationWriter(store)
+
+    def start(self) -> None:
+        """Begin group-committing reservations."""
+        self._writer.start()
+
+    async def stop(self) -> None:
+        """Decide what is queued, then stop."""
+        await self._writer.stop()
 
     async def reserve(
         self,
@@ -241,117 +196,49 @@ class Ledger:
         tokens: int = 0,
     ) -> Reservation:
         """Take a slot of every rate limit in ``limits`` (``tokens`` of each per-minute token
-        limit) and reserve ``amount_picos`` on every budget in ``applicable``, at once, durably.
+        limit) and reserve ``amount_picos`` on every budget in ``applicable``, at once, durably
+        (group-committed with the calls that arrive alongside: ``budgets/reserve.py``).
 
         Raises RateLimited or BudgetExceeded (with the numbers of the first limit or hard budget
         that refuses) and changes nothing if any would be exceeded.
         """
         now = self._clock.now()
-        charges = tuple(
-            Charge(b.id, epoch(window_start(b.window, now)))
+        org_id = usage_row["org_id"]
+        budgets_asked = [
+            (b, (b.id, epoch(window_start(b.window, now))))
             for b in sorted(applicable, key=lambda b: b.id)
-        )
-        async with self._store.write() as conn:
-            rate_charges, states = await self._take_limits(
-                conn, usage_row["org_id"], limits, tokens, now
-            )
-            for budget, charge in zip(sorted(applicable, key=lambda b: b.id), charges, strict=True):
-                await conn.execute(
-                    self._new_counter,
-                    {
-                        "budget_id": charge.budget_id,
-                        "window_start": charge.window_start,
-                        "spent_picos": 0,
-                        "reserved_picos": 0,
-                        "calls": 0,
-                    },
-                )
-                counter = budget_counters.c
-                here = and_(
-                    counter.budget_id == charge.budget_id,
-                    counter.window_start == charge.window_start,
-                )
-                condition = here
-                if budget.enforcement is Enforcement.HARD:
-                    condition = and_(
-                        here,
-                        counter.spent_picos + counter.reserved_picos + amount_picos
-                        <= budget.limit_picos,
-                    )
-                done = await conn.execute(
-                    update(budget_counters)
-                    .where(condition)
-                    .values(reserved_picos=counter.reserved_picos + amount_picos)
-                )
-                if done.rowcount != 1:
-                    refusal = await self._refusal(conn, budget, charge, amount_picos, now)
-                    raise BudgetExceeded(refusal.message(), **refusal.details())
-            await conn.execute(
-                budget_reservations.insert().values(
-                    request_id=request_id,
-                    org_id=usage_row["org_id"],
-                    amount_picos=amount_picos,
-                    charges=json.dumps([[c.budget_id, c.window_start] for c in charges]),
-                    rate_charges=json.dumps([[r.key, r.taken, r.kind] for r in rate_charges]),
-                    usage_row=json.dumps(_jsonable(usage_row), sort_keys=True),
-                    expires_at=now + self._ttl,
-                    created_at=now,
-                )
-            )
-        self._live.add(request_id)
-        return Reservation(request_id, amount_picos, charges, rate_charges, states)
-
-    async def _take_limits(
-        self,
-        conn: AsyncConnection,
-        org_id: str,
-        limits: Sequence[LimitHit],
-        tokens: int,
-        now: datetime,
-    ) -> tuple[tuple[RateCharge, ...], tuple[LimitState, ...]]:
+        ]
         minute = epoch(now) // 60 * 60
-        taken, states = [], []
-        counter = rate_counters.c
+        rates = []
         for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
             if hit.kind == LimitKind.CONCURRENT:
-                key, amount, expires, reset = f"{org_id}|conc|{hit.scope}", 1, None, None
+                rates.append(RateAsk(hit, f"{org_id}|conc|{hit.scope}", 1, None, None))
             else:
-                key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
                 amount = 1 if hit.kind == LimitKind.RPM else tokens
-                expires, reset = minute + 120, minute + 60
-            await conn.execute(self._new_rate, {"key": key, "count": 0, "expires_at": expires})
-            row = (
-                await conn.execute(
-                    update(rate_counters)
-                    .where(counter.key == key, counter.count + amount <= hit.limit)
-                    .values(count=counter.count + amount)
-                    .returning(counter.count)
-                )
-            ).first()
-            if row is None:
-                current = int(
-                    await conn.scalar(select(counter.count).where(counter.key == key)) or 0
-                )
-                wait = max(1.0, reset - now.timestamp()) if reset is not None else 1.0
-                what = {
-                    LimitKind.RPM: "calls a minute",
-                    LimitKind.TPM: "tokens a minute",
-                    LimitKind.CONCURRENT: "calls at once",
-                }[hit.kind]
-                raise RateLimited(
-                    f"rate limit of {hit.scope} reached: {hit.limit} {what}, {current} used"
-                    + (f", this call needs {amount}" if hit.kind == LimitKind.TPM else "")
-                    + f"; retry in {wait:.0f}s",
-                    wait,
-                    scope=hit.scope,
-                    limit_kind=hit.kind,
-                    limit=hit.limit,
-                    used=current,
-                    resets_at=datetime.fromtimestamp(reset, UTC).isoformat() if reset else None,
-                )
-            taken.append(RateCharge(key, amount, hit.kind))
-            states.append(LimitState(hit.kind, hit.limit, int(row[0]), reset))
-        return tuple(taken), tuple(states)
+                key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
+                rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
+        charges = tuple(Charge(*key) for _, key in budgets_asked)
+        rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
+        row = {
+            "request_id": request_id,
+            "org_id": org_id,
+            "amount_picos": amount_picos,
+            "charges": json.dumps([[c.budget_id, c.window_start] for c in charges]),
+            "rate_charges": json.dumps([[r.key, r.taken, r.kind] for r in rate_charges]),
+            "usage_row": json.dumps(_jsonable(usage_row), sort_keys=True),
+            "expires_at": now + self._ttl,
+            "created_at": now,
+        }
+        ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now)
+        await self._writer.reserve(ask)
+        if ask.refusal is not None:
+            raise ask.refusal
+        self._live.add(request_id)
+        states = tuple(
+            LimitState(r.hit.kind, r.hit.limit, count, r.reset_at)
+            for r, count in zip(rates, ask.counts, strict=True)
+        )
+        return Reservation(request_id, amount_picos, charges, rate_charges, states)
 
     def forget(self, request_id: str) -> None:
         """The call ended (settled, released, or left to the sweeper): stop keeping it alive."""
@@ -372,25 +259,6 @@ class Ledger:
                     .values(expires_at=expires)
                 )
         return len(live)
-
-    async def _refusal(
-        self,
-        conn: AsyncConnection,
-        budget: Budget,
-        charge: Charge,
-        amount_picos: int,
-        now: datetime,
-    ) -> Refusal:
-        row = (
-            await conn.execute(
-                select(budget_counters.c.spent_picos, budget_counters.c.reserved_picos).where(
-                    budget_counters.c.budget_id == charge.budget_id,
-                    budget_counters.c.window_start == charge.window_start,
-                )
-            )
-        ).first()
-        spent, reserved = (int(row[0]), int(row[1])) if row else (0, 0)
-        return Refusal(budget, spent, reserved, amount_picos, window_end(budget.window, now))
 
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose call was never forwarded (no usage row is written)."""

@@ -34,7 +34,7 @@ Statement = tuple[str, list[tuple[Any, ...]]]
 """SQL with ``?`` placeholders and the parameter tuples to execute it with."""
 
 
-def _numbered(sql: str) -> str:
+def numbered(sql: str) -> str:
     """``?`` placeholders as PostgreSQL's ``$1, $2, ...`` (the SQL here holds no literal ``?``)."""
     parts = sql.split("?")
     return "".join(f"{part}${i}" for i, part in enumerate(parts[:-1], start=1)) + parts[-1]
@@ -64,6 +64,11 @@ class BulkInsert:
         self._thread: ThreadPoolExecutor | None = None
         self._sqlite: sqlite3.Connection | None = None
 
+    @property
+    def sql(self) -> str:
+        """The INSERT (``?`` placeholders on SQLite, ``$n`` on PostgreSQL)."""
+        return self._sql
+
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """``row`` as the driver's parameters, in column order."""
         return tuple(
@@ -79,7 +84,7 @@ class BulkInsert:
         values = [self.values(row) for row in rows]
         steps = [(self._sql, values), *((sql, params) for sql, params in then if params)]
         if self._store.dialect == "postgresql":
-            await self._postgres([(_numbered(sql), params) for sql, params in steps])
+            await self._postgres([(numbered(sql), params) for sql, params in steps])
             return
         loop = asyncio.get_running_loop()
         if self._thread is None:
