@@ -176,7 +176,7 @@ def load_once(
             ours.update(t.process.tree())
     others = tg.busiest_others(before, after, ours, top=50)
     store = 0.0
-    if target.name == "pilothouse-pg":  # spread evenly over the run: scale to the window
+    if target.name.startswith("pilothouse-pg"):  # spread evenly over the run: scale to window
         store = sum(s for n, s in others if n.startswith("postgres[")) * result.seconds / elapsed
     return Cell(target.name, mode, concurrency, result, others=others[:3], store_cpu_s=store)
 
@@ -416,6 +416,12 @@ def parse_args(argv: Sequence[str]) -> Options:
         action="store_true",
         help="also measure Pilothouse with gc.freeze() called after start (bench-only variant)",
     )
+    parser.add_argument(
+        "--budgets",
+        action="store_true",
+        help="also measure Pilothouse (and with --postgres, on PostgreSQL) with hard budgets on"
+        " four scopes of every call: the cost of budget enforcement",
+    )
     parser.add_argument("--retries", type=int, default=2, help="re-measures of a contended cell")
     parser.add_argument("--max-others", type=float, default=0.10)
     parser.add_argument("--proxy-cpu", type=int, default=0)
@@ -468,9 +474,9 @@ def start_targets(
                 target = tg.start_floor(stack, workdir, opts.proxy_cpu, upstream.port)
             elif name.startswith("pilothouse"):
                 url = None
-                if name == "pilothouse-pg":
+                if name.startswith("pilothouse-pg"):
                     assert opts.postgres is not None
-                    url = stack.enter_context(tg.bench_database(opts.postgres))
+                    url = stack.enter_context(tg.bench_database(opts.postgres, name))
                 target = tg.start_pilothouse(
                     stack,
                     workdir,
@@ -479,6 +485,7 @@ def start_targets(
                     name=name,
                     database_url=url,
                     gc_freeze=name == "pilothouse-gcfreeze",
+                    budgets=name.endswith("-budgets"),
                 )
             else:
                 venv = tg.litellm_venv(
@@ -544,6 +551,7 @@ def main(argv: Sequence[str]) -> int:
     report.print_cells(cells, opts)
     report.print_ratios(cells, opts)
     report.print_verdicts(report.verdicts(cells, opts))
+    report.print_budget_cost(cells, opts)
     report.print_memory(targets, peaks)
     report.print_ledgers(ledgers, counts)
     for name, why in skipped.items():

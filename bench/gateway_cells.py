@@ -97,6 +97,7 @@ class Options:
     profile: bool
     profile_concurrency: list[int]
     gc_freeze: bool
+    budgets: bool
     retries: int
     max_others: float
     proxy_cpu: int
@@ -166,6 +167,10 @@ def cell_order(opts: Options) -> list[str]:
         at = names.index("pilothouse") + 1
         extra = ["pilothouse-pg"] if opts.postgres is not None else []
         extra += ["pilothouse-gcfreeze"] if opts.gc_freeze else []
+        if opts.budgets:
+            extra.insert(0, "pilothouse-budgets")
+            if opts.postgres is not None:
+                extra.append("pilothouse-pg-budgets")
         names[at:at] = extra
     return names
 

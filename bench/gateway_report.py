@@ -333,3 +333,41 @@ def print_header(opts: Options, litellm: str, targets: Sequence[tg.Target]) -> N
     for t in targets:
         print(f"- target `{t.name}`: {t.what}")
     sys.stdout.flush()
+
+
+BUDGET_TARGET_P50_MS = 0.5
+BUDGET_PAIRS = (("pilothouse", "pilothouse-budgets"), ("pilothouse-pg", "pilothouse-pg-budgets"))
+
+
+def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
+    """What budget enforcement adds: each store with budgets on four scopes against none."""
+    index = _index(cells)
+    lines = []
+    for plain, budgeted in BUDGET_PAIRS:
+        for mode in opts.modes:
+            for conc in opts.concurrency:
+                p, b = index.get((plain, mode, conc)), index.get((budgeted, mode, conc))
+                if p is None or b is None:
+                    continue
+                added = b.result.p50_ms - p.result.p50_ms
+                mark = ""
+                if conc == TARGET_CONCURRENCY:
+                    mark = " " + _mark(added <= BUDGET_TARGET_P50_MS)
+                lines.append(
+                    f"| {plain} | {mode} | {conc} | {p.rps:,.0f} | {b.rps:,.0f} "
+                    f"| {_ratio(b.rps, p.rps)} | {p.result.p50_ms:.2f} / {b.result.p50_ms:.2f} "
+                    f"| {added:+.2f}{mark} | {p.cpu_us_per_call:,.0f} / {b.cpu_us_per_call:,.0f} |"
+                )
+    if not lines:
+        return
+    print(
+        f"\n### Budget enforcement (target: at most {BUDGET_TARGET_P50_MS:g} ms added p50 at"
+        f" c={TARGET_CONCURRENCY})\n"
+    )
+    print(
+        "| store | mode | c | calls/s without | calls/s with | ratio | p50 ms without / with "
+        "| added p50 ms | CPU µs/call without / with |"
+    )
+    print("|---|---|---:|---:|---:|---:|---|---:|---|")
+    for line in lines:
+        print(line)

@@ -344,6 +344,13 @@ def pilothouse_config(upstream_port: int, data_dir: Path | None, agent: str) -> 
     return json.dumps(settings, indent=2) + "\n"
 
 
+# (scope kind, value, window) of the budgets the "-budgets" variants put on every call.
+BENCH_BUDGETS = [
+    ("org", "", "month"),
+    ("project", "gateway-bench", "day"),
+    ("session", "", "total"),
+    ("label", "bench=gateway", "week"),
+]
 GC_FREEZE_DELAY_S = 2.0
 _GC_FREEZE_SITE = """\
 # Bench-only (gateway_bench.py's gc-freeze variant): once the server has started, move every
@@ -375,6 +382,7 @@ def start_pilothouse(
     name: str,
     database_url: str | None,
     gc_freeze: bool = False,
+    budgets: bool = False,
 ) -> Target:
     """``pilothouse serve`` on a fresh store, and a session key to call it with.
 
@@ -417,8 +425,22 @@ def start_pilothouse(
     if status != 201:
         raise TargetUnavailable(f"{name}: POST /api/v1/sessions answered {status}: {body[:300]!r}")
     token = json.loads(body)["key"]["token"]
+    if budgets:  # hard budgets on four scopes of every call, far from their limits
+        session_id = json.loads(body)["session"]["id"]
+        for scope_kind, scope_value, window in BENCH_BUDGETS:
+            budget = {
+                "scope_kind": scope_kind,
+                "scope_value": session_id if scope_kind == "session" else scope_value,
+                "window": window,
+                "limit_usd": "1000000",
+            }
+            status, made = request(port, "POST", "/api/v1/budgets", budget, owner)
+            if status != 201:
+                raise TargetUnavailable(f"{name}: POST /api/v1/budgets answered {status}: {made!r}")
     store = "PostgreSQL" if database_url else "SQLite"
     what = f"`pilothouse serve`, {store} store, session key"
+    if budgets:
+        what += "; hard budgets on org, project, session and label (reserved and settled)"
     if gc_freeze:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not marker.exists():
@@ -571,9 +593,9 @@ def _admin_sql(server_url: str, statement: str) -> None:
 
 
 @contextlib.contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database for the run, dropped at the end: its URL."""
-    name = f"pilothouse_gateway_bench_{os.getpid()}"
+def bench_database(server_url: str, target: str = "pg") -> Iterator[str]:
+    """A fresh PostgreSQL database for ``target`` in this run, dropped at the end: its URL."""
+    name = f"pilothouse_gateway_bench_{os.getpid()}_{target.replace('-', '_')}"
     _admin_sql(server_url, f'DROP DATABASE IF EXISTS "{name}"')
     _admin_sql(server_url, f'CREATE DATABASE "{name}"')
     try:

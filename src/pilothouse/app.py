@@ -15,6 +15,7 @@ from pilothouse import __version__
 from pilothouse.api import errors
 from pilothouse.api.middleware import ApiMiddleware
 from pilothouse.audit.routes import router as audit_router
+from pilothouse.budgets.routes import router as budgets_router
 from pilothouse.clock import Clock
 from pilothouse.errors import NotFound, PilothouseError
 from pilothouse.gateway.asgi import GatewayASGI
@@ -79,6 +80,7 @@ def build_app(
     app.include_router(identity_router)
     app.include_router(audit_router)
     app.include_router(spend_router)
+    app.include_router(budgets_router)
     _health_routes(app)
     _metrics_route(app)
     assert svc.gateway is not None

@@ -125,7 +125,13 @@ async def _arrange(client: httpx.AsyncClient, token: str) -> dict[str, str]:
     await ok("POST", f"/api/v1/teams/{team['id']}/members", {"user_id": user["id"]})
     key = await ok("POST", "/api/v1/keys", {"user_id": user["id"]})
     session = await ok("POST", "/api/v1/sessions", {"user_id": user["id"], "team_id": team["id"]})
+    budget = await ok(
+        "POST",
+        "/api/v1/budgets",
+        {"scope_kind": "team", "scope_value": team["id"], "window": "month", "limit_usd": "5"},
+    )
     return {
+        "budget_id": budget["id"],
         "user_id": user["id"],
         "team_id": team["id"],
         "key_id": key["id"],

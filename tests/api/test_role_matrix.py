@@ -81,6 +81,11 @@ GET    /api/v1/audit/events                      -        200 200 200 403 200 40
 GET    /api/v1/audit/verify                      -        200 200 200 403 200 403 403 403 401
 GET    /api/v1/usage                             -        200 200 403 200 200 403 403 403 401
 GET    /api/v1/spend                             -        200 200 403 200 200 403 403 403 401
+GET    /api/v1/budgets                           -        200 200 403 200 200 403 403 403 401
+POST   /api/v1/budgets                           -        201 201 403 201 403 403 403 403 401
+GET    /api/v1/budgets/{budget_id}               -        200 200 403 200 200 403 403 403 401
+PATCH  /api/v1/budgets/{budget_id}               -        200 200 403 200 403 403 403 403 401
+DELETE /api/v1/budgets/{budget_id}               -        204 204 403 204 403 403 403 403 401
 """
 
 # Every route that names an object, called by root-organization callers on objects of a second
@@ -105,6 +110,9 @@ POST   /api/v1/sessions                          user    owner admin service
 GET    /api/v1/sessions/{session_id}             -       owner admin security finance auditor member
 POST   /api/v1/sessions/{session_id}/end         -       owner admin member service
 POST   /api/v1/sessions/{session_id}/revoke-key  -       owner admin member service
+GET    /api/v1/budgets/{budget_id}               -       owner admin finance auditor
+PATCH  /api/v1/budgets/{budget_id}               -       owner admin finance
+DELETE /api/v1/budgets/{budget_id}               -       owner admin finance
 """
 
 
@@ -174,6 +182,12 @@ async def fresh_key(api: Api, user_id: str) -> str:
     """A new key for ``user_id``."""
     key = await api.ok("POST", "/api/v1/keys", json={"user_id": user_id})
     return str(key["id"])
+
+
+async def fresh_budget(api: Api) -> str:
+    """A new budget in ``api``'s organization, on a project of its own."""
+    body = {"scope_kind": "project", "scope_value": _unique("p"), "window": "day", "limit_usd": 1}
+    return str((await api.ok("POST", "/api/v1/budgets", json=body))["id"])
 
 
 async def fresh_session(api: Api, user_id: str | None = None, token: str | None = None) -> str:
@@ -425,6 +439,19 @@ async def _revoke_other_session_key(w: World, caller: str) -> Call:
     return Call(f"/api/v1/sessions/{await fresh_session(w.root, w.bystander_id)}/revoke-key")
 
 
+async def _create_budget(w: World, caller: str) -> Call:
+    body = {"scope_kind": "project", "scope_value": _unique("p"), "window": "day", "limit_usd": 1}
+    return Call("/api/v1/budgets", body)
+
+
+async def _read_budget(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/budgets/{await fresh_budget(w.root)}")
+
+
+async def _update_budget(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/budgets/{await fresh_budget(w.root)}", {"limit_usd": "1000"})
+
+
 ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/whoami", "-"): _fixed("/api/v1/whoami"),
     ("GET", "/api/v1/org", "-"): _fixed("/api/v1/org"),
@@ -460,6 +487,11 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/audit/verify", "-"): _fixed("/api/v1/audit/verify"),
     ("GET", "/api/v1/usage", "-"): _fixed("/api/v1/usage"),
     ("GET", "/api/v1/spend", "-"): _fixed("/api/v1/spend?group_by=user,repo,label:use_case"),
+    ("GET", "/api/v1/budgets", "-"): _fixed("/api/v1/budgets"),
+    ("POST", "/api/v1/budgets", "-"): _create_budget,
+    ("GET", "/api/v1/budgets/{budget_id}", "-"): _read_budget,
+    ("PATCH", "/api/v1/budgets/{budget_id}", "-"): _update_budget,
+    ("DELETE", "/api/v1/budgets/{budget_id}", "-"): _read_budget,
 }
 
 
@@ -536,6 +568,14 @@ async def _revoke_foreign_session_key(w: World, caller: str) -> Call:
     return Call(f"/api/v1/sessions/{session_id}/revoke-key")
 
 
+async def _foreign_budget(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/budgets/{await fresh_budget(w.foreign.api)}")
+
+
+async def _update_foreign_budget(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/budgets/{await fresh_budget(w.foreign.api)}", {"limit_usd": "1000"})
+
+
 ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/teams/{team_id}", "-"): _foreign_team,
     ("PATCH", "/api/v1/teams/{team_id}", "-"): _update_foreign_team,
@@ -553,6 +593,9 @@ ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/sessions/{session_id}", "-"): _foreign_session,
     ("POST", "/api/v1/sessions/{session_id}/end", "-"): _end_foreign_session,
     ("POST", "/api/v1/sessions/{session_id}/revoke-key", "-"): _revoke_foreign_session_key,
+    ("GET", "/api/v1/budgets/{budget_id}", "-"): _foreign_budget,
+    ("PATCH", "/api/v1/budgets/{budget_id}", "-"): _update_foreign_budget,
+    ("DELETE", "/api/v1/budgets/{budget_id}", "-"): _foreign_budget,
 }
 
 

@@ -154,7 +154,7 @@ async def test_alerts_are_posted_in_both_formats_and_retried_until_delivered(
     slack = [r["body"] for r in hook.received if r["path"] == "/slack"]
     hundred = next(b for b in generic if b["threshold_percent"] == 100)
     assert hundred["type"] == "budget.threshold_reached" and hundred["scope"] == "team:tm_x"
-    assert hundred["spent_usd"] == "1" and hundred["limit_usd"] == "1"
+    assert hundred["spent_usd"] == "1.000000000000" and hundred["limit_usd"] == "1.000000000000"
     assert len(slack) == 3 and "reached 100%: $1 of $1" in " ".join(s["text"] for s in slack)
 
 

@@ -126,8 +126,8 @@ async def test_calls_settle_to_their_actual_cost_and_the_call_over_the_limit_is_
     error = refused.json()["error"]
     assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
     assert error["scope"] == f"session:{session['session']['id']}" and error["window"] == "day"
-    assert error["limit_usd"] == str(3 * WORST / PICOS).rstrip("0")
-    assert error["spent_usd"] == f"{actual / PICOS:.12f}".rstrip("0")
+    assert error["limit_usd"] == f"0.{3 * WORST:012d}"  # exact, twelve places
+    assert error["spent_usd"] == f"0.{actual:012d}"
     tomorrow = window_start(Window.DAY, services.clock.now()) + timedelta(days=1)
     assert error["resets_at"] == tomorrow.isoformat()
     assert "would be exceeded" in error["message"] and session["session"]["id"] in error["message"]

@@ -29,6 +29,7 @@ from pilothouse.budgets.model import Window, epoch, window_end, window_start
 from pilothouse.budgets.reserve import usd
 from pilothouse.budgets.tables import budget_alerts, budget_counters, budgets
 from pilothouse.clock import Clock
+from pilothouse.gateway.usage_rows import dollars
 from pilothouse.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -137,8 +138,8 @@ class Alerts:
                         target_id=row["id"],
                         details={
                             "threshold": threshold,
-                            "spent_usd": usd(spent),
-                            "limit_usd": usd(limit),
+                            "spent_usd": dollars(spent),
+                            "limit_usd": dollars(limit),
                             "window": row["window"],
                             "window_start": row["window_start"],
                         },
@@ -233,14 +234,15 @@ def payload(alert: dict[str, Any], form: str) -> dict[str, Any]:
         "window_start": start.isoformat(),
         "resets_at": ends.isoformat() if ends else None,
         "threshold_percent": alert["threshold"],
-        "spent_usd": usd(int(alert["spent_picos"])),
-        "limit_usd": usd(int(alert["limit_picos"])),
+        "spent_usd": dollars(int(alert["spent_picos"])),
+        "limit_usd": dollars(int(alert["limit_picos"])),
         "at": alert["created_at"].isoformat(),
     }
     if form == "slack":
         return {
             "text": f"Pilothouse budget *{alert['name']}* ({scope}, {window.value}) reached"
-            f" {alert['threshold']}%: ${body['spent_usd']} of ${body['limit_usd']}."
+            f" {alert['threshold']}%: ${usd(int(alert['spent_picos']))} of"
+            f" ${usd(int(alert['limit_picos']))}."
         }
     return body
 

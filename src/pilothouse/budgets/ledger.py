@@ -34,11 +34,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
     Budget,
-    Downgrade,
-    Enforcement,
-    ScopeKind,
-    Window,
     applies,
+    budget_from_row,
     epoch,
     scope_values,
     window_start,
@@ -99,26 +96,6 @@ class Reservation:
     charges: tuple[Charge, ...]
     rate_charges: tuple[RateCharge, ...] = ()
     limits: tuple[LimitState, ...] = ()
-
-
-def budget_from_row(row: Mapping[Any, Any]) -> Budget:
-    """A ``budgets`` row as a Budget."""
-    downgrade = None
-    if row["downgrade"]:
-        raw = json.loads(row["downgrade"])
-        downgrade = Downgrade(int(raw["at_percent"]), str(raw["to"]), raw.get("from"))
-    return Budget(
-        id=row["id"],
-        org_id=row["org_id"],
-        name=row["name"],
-        scope_kind=ScopeKind(row["scope_kind"]),
-        scope_value=row["scope_value"],
-        window=Window(row["window"]),
-        limit_picos=int(row["limit_picos"]),
-        enforcement=Enforcement(row["enforcement"]),
-        thresholds=tuple(int(t) for t in json.loads(row["thresholds"])),
-        downgrade=downgrade,
-    )
 
 
 class BudgetBook:

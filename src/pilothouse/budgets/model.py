@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import calendar
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pilothouse.identity.principal import Principal
 
@@ -133,3 +136,23 @@ def window_end(window: Window, now: datetime) -> datetime | None:
 def epoch(moment: datetime) -> int:
     """Whole seconds since the epoch: how counters key their window."""
     return int(moment.timestamp())
+
+
+def budget_from_row(row: Mapping[Any, Any]) -> Budget:
+    """A ``budgets`` row as a Budget."""
+    downgrade = None
+    if row["downgrade"]:
+        raw = json.loads(row["downgrade"])
+        downgrade = Downgrade(int(raw["at_percent"]), str(raw["to"]), raw.get("from"))
+    return Budget(
+        id=row["id"],
+        org_id=row["org_id"],
+        name=row["name"],
+        scope_kind=ScopeKind(row["scope_kind"]),
+        scope_value=row["scope_value"],
+        window=Window(row["window"]),
+        limit_picos=int(row["limit_picos"]),
+        enforcement=Enforcement(row["enforcement"]),
+        thresholds=tuple(int(t) for t in json.loads(row["thresholds"])),
+        downgrade=downgrade,
+    )

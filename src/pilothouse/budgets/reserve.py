@@ -29,6 +29,7 @@ from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Enforcement, window_end
 from pilothouse.budgets.tables import budget_reservations
 from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited, StoreUnavailable
+from pilothouse.gateway.usage_rows import dollars
 from pilothouse.store.bulk import DRIVER_FAILURES, SQLITE_PRAGMAS, BulkInsert, numbered
 from pilothouse.store.engine import Store, unavailable_as
 
@@ -62,15 +63,15 @@ class Refusal:
     resets_at: datetime | None
 
     def details(self) -> dict[str, Any]:
-        """The fields added to the error body."""
+        """The fields added to the error body (amounts as the API's exact dollar strings)."""
         return {
             "budget_id": self.budget.id,
             "scope": self.budget.scope,
             "window": self.budget.window.value,
-            "limit_usd": usd(self.budget.limit_picos),
-            "spent_usd": usd(self.spent_picos),
-            "reserved_usd": usd(self.reserved_picos),
-            "requested_usd": usd(self.requested_picos),
+            "limit_usd": dollars(self.budget.limit_picos),
+            "spent_usd": dollars(self.spent_picos),
+            "reserved_usd": dollars(self.reserved_picos),
+            "requested_usd": dollars(self.requested_picos),
             "resets_at": self.resets_at.isoformat() if self.resets_at else None,
         }
 
@@ -91,7 +92,8 @@ class Refusal:
 
 
 def usd(picos: int) -> str:
-    """Exact dollars: ``1.5`` for 1.5e12 picos, no float on the way."""
+    """Exact dollars for people to read: ``1.5`` for 1.5e12 picos (data fields use the API's
+    twelve-place ``dollars``)."""
     sign = "-" if picos < 0 else ""
     whole, frac = divmod(abs(picos), PICOS_PER_USD)
     text = f"{frac:012d}".rstrip("0")

@@ -63,7 +63,8 @@ def create(
         typer.Option(
             "--scope",
             metavar="SCOPE",
-            help="Service key scope: sessions:write, sessions:declare or usage:read.",
+            help="Service key scope: sessions:write, sessions:declare, usage:read,"
+            " budgets:read or budgets:write.",
         ),
     ] = None,
     allow_label: Annotated[

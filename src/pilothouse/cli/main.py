@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import audit, keys, orgs, serve, sessions, spend, teams, users
+from pilothouse.cli import audit, budgets, keys, orgs, serve, sessions, spend, teams, users
 
 app = typer.Typer(
     name="pilothouse",
@@ -23,6 +23,7 @@ app.add_typer(teams.app)
 app.add_typer(sessions.app)
 app.add_typer(audit.app)
 app.add_typer(orgs.app)
+app.add_typer(budgets.app)
 app.command("spend")(spend.spend)
 app.command("usage")(spend.usage)
 

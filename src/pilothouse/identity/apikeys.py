@@ -58,7 +58,12 @@ class KeyCreate(Body):
         Annotated[int, Field(ge=60, le=int(MAX_KEY_LIFETIME.total_seconds()))] | None
     ) = None
     scopes: Annotated[
-        list[Literal["sessions:write", "sessions:declare", "usage:read"]], Field(max_length=8)
+        list[
+            Literal[
+                "sessions:write", "sessions:declare", "usage:read", "budgets:read", "budgets:write"
+            ]
+        ],
+        Field(max_length=8),
     ] = []
     allowed_labels: Annotated[list[LabelKey | Literal["*"]], Field(max_length=64)] = []
 

@@ -34,6 +34,8 @@ class Permission(StrEnum):
     SESSIONS_MANAGE = "sessions:manage"
     AUDIT_READ = "audit:read"
     USAGE_READ = "usage:read"
+    BUDGETS_READ = "budgets:read"
+    BUDGETS_WRITE = "budgets:write"
 
 
 _ALL_HUMANS = frozenset(Role)
@@ -51,7 +53,15 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
         }
     ),
-    Role.FINANCE: frozenset(_READ | {Permission.SESSIONS_READ, Permission.USAGE_READ}),
+    Role.FINANCE: frozenset(
+        _READ
+        | {
+            Permission.SESSIONS_READ,
+            Permission.USAGE_READ,
+            Permission.BUDGETS_READ,
+            Permission.BUDGETS_WRITE,
+        }
+    ),
     # Auditors read usage: who spent what on which session is part of the record they oversee,
     # usage rows hold no request bodies or secrets, and auditors already read every session and
     # the audit log. Security's work is keys, sessions and the audit log, not spend: no usage.
@@ -62,20 +72,27 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.SESSIONS_READ,
             Permission.AUDIT_READ,
             Permission.USAGE_READ,
+            Permission.BUDGETS_READ,
         }
     ),
     Role.MEMBER: frozenset(_READ | {Permission.SESSIONS_READ, Permission.SESSIONS_WRITE}),
 }
 """Role -> permissions. ORG_CREATE is granted only to owners of the root organization."""
 
-SERVICE_SCOPES = frozenset({"sessions:write", "sessions:declare", "usage:read"})
+SERVICE_SCOPES = frozenset(
+    {"sessions:write", "sessions:declare", "usage:read", "budgets:read", "budgets:write"}
+)
 """Scopes a service key may hold: open/end sessions; declare a session and labels by header;
-read usage and spend (a finance export or a BI job)."""
+read usage and spend (a finance export or a BI job); read budgets, or manage them (a job that
+provisions budgets from a finance system)."""
 
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "sessions:write": frozenset({Permission.SESSIONS_WRITE}),
     "sessions:declare": frozenset(),
     "usage:read": frozenset({Permission.USAGE_READ}),
+    "budgets:read": frozenset({Permission.BUDGETS_READ}),
+    # Managing budgets means reading them back: a provisioning job reconciles what exists.
+    "budgets:write": frozenset({Permission.BUDGETS_READ, Permission.BUDGETS_WRITE}),
 }
 
 
