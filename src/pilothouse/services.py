@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +37,8 @@ from pilothouse.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 10.0
+
 
 @dataclass
 class Services:
@@ -58,6 +59,7 @@ class Services:
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self, *, migrate_store: bool = True) -> None:
         """Migrate, bootstrap, and begin background work."""
@@ -81,17 +83,24 @@ class Services:
         if self.ledger is not None:
             self.ledger.start()
         self.telemetry.start()
-        self._tasks.append(asyncio.create_task(self._flush_last_used(), name="last-used"))
+        self._every("last-used", self.settings.last_used_flush_seconds, self._flush_last_used)
         if self.ledger is not None:
-            self._tasks.append(asyncio.create_task(self._sweep(self.ledger), name="sweeper"))
+            ttl = self.settings.gateway.reservation_ttl_seconds
+            self._every("reservation renewal", ttl / 3, self.ledger.keep_alive)
+            self._every("reservation sweep", self.settings.gateway.sweep_seconds, self.ledger.sweep)
         if self.alerts is not None:
-            self._tasks.append(asyncio.create_task(self._alert(self.alerts), name="alerts"))
+            self._every("budget alerts", self.settings.alert_check_seconds, self._alert)
 
     async def close(self) -> None:
         """Stop background work, write what is pending, close connections."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Loops finish the round they are in (a cancelled database call can leave a
+        # connection half made); one that does not within the bound is cancelled.
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.recorder is not None:
             await self.recorder.stop()
         if self.ledger is not None:
@@ -104,38 +113,31 @@ class Services:
         await self.invalidations.stop()
         await self.store.dispose()
 
+    def _every(self, what: str, seconds: float, work: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``work`` every ``seconds`` until ``close``; a store outage is logged, not fatal."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+                    return
+                except TimeoutError:
+                    pass
+                try:
+                    await work()
+                except StoreUnavailable as exc:
+                    log.warning("%s failed: %s", what, exc)
+
+        self._tasks.append(asyncio.create_task(loop(), name=what))
+
     async def _flush_last_used(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.last_used_flush_seconds)
-            try:
-                await self.last_used.flush(self.store)
-            except StoreUnavailable as exc:
-                log.warning("could not record key last-used times: %s", exc)
+        await self.last_used.flush(self.store)
 
-    async def _sweep(self, ledger: Ledger) -> None:
-        """Renew this process's live reservations and settle expired ones (a stopped process's)."""
-        every = self.settings.gateway.sweep_seconds
-        renew_every = self.settings.gateway.reservation_ttl_seconds / 3
-        renewed = 0.0
-        while True:
-            try:
-                if time.monotonic() - renewed >= renew_every:
-                    await ledger.keep_alive()
-                    renewed = time.monotonic()
-                await ledger.sweep()
-            except StoreUnavailable as exc:
-                log.warning("could not renew or sweep budget reservations: %s", exc)
-            await asyncio.sleep(min(every, renew_every))
-
-    async def _alert(self, alerts: Alerts) -> None:
+    async def _alert(self) -> None:
         """Fire budget alerts for thresholds crossed and deliver those that are due."""
-        while True:
-            try:
-                await alerts.check()
-                await alerts.deliver()
-            except StoreUnavailable as exc:
-                log.warning("could not check or deliver budget alerts: %s", exc)
-            await asyncio.sleep(self.settings.alert_check_seconds)
+        assert self.alerts is not None
+        await self.alerts.check()
+        await self.alerts.deliver()
 
     async def authenticate(
         self, headers: Mapping[str, str], scope: Scope, request_id: str
