@@ -30,12 +30,12 @@ from pilothouse.budgets.model import Budget, Enforcement, window_end
 from pilothouse.budgets.tables import budget_reservations
 from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited, StoreUnavailable
 from pilothouse.gateway.usage_rows import dollars
-from pilothouse.store.bulk import DRIVER_FAILURES, SQLITE_PRAGMAS, BulkInsert, numbered
+from pilothouse.store.bulk import DRIVER_FAILURES, BulkInsert, numbered, open_sqlite
 from pilothouse.store.engine import Store, unavailable_as
+from pilothouse.store.group import GroupCommit
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 256
 PICOS_PER_USD = 10**12
 BudgetKey = tuple[str, int]  # (budget id, window start)
 
@@ -180,76 +180,38 @@ def rate_limited(rate: RateAsk, used: int, now: datetime) -> RateLimited:
     )
 
 
-class ReservationWriter:
+class ReservationWriter(GroupCommit[Ask]):
     """Group-commits reservation requests; ``await reserve(ask)`` resumes once decided."""
 
+    name = "reservations"
+
     def __init__(self, store: Store) -> None:
+        super().__init__()
         self._store = store
         self._rows = BulkInsert(store, budget_reservations, key="request_id")
-        self._pending: list[tuple[Ask, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._sqlite: sqlite3.Connection | None = None
-
-    def start(self) -> None:
-        """Begin the writer task."""
-        self._task = asyncio.create_task(self._run(), name="reservations")
-
-    async def stop(self) -> None:
-        """Decide what is queued, then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        while self._pending:
-            await self._flush()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
-            thread.shutdown(wait=False)
 
     async def reserve(self, ask: Ask) -> None:
         """Queue ``ask``; return once its batch committed (``ask.refusal`` says if refused).
         Raise StoreUnavailable if the batch could not be written."""
-        if self._task is None:
-            raise StoreUnavailable("the budget ledger is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
-        self._pending.append((ask, future))
-        self._wake.set()
-        await asyncio.shield(future)
+        await self.submit(ask)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                await self._flush()
-
-    async def _flush(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        asks = [ask for ask, _ in batch]
-        try:
-            if self._store.dialect == "postgresql":
-                await self._postgres(asks)
-            else:
-                loop = asyncio.get_running_loop()
-                if self._thread is None:
-                    self._thread = ThreadPoolExecutor(1, thread_name_prefix="reservations")
-                async with self._store.serial_writes():
-                    await loop.run_in_executor(self._thread, self._sqlite_batch, asks)
-        except Exception as exc:  # the writer outlives any batch; no caller may hang
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("reservations not written (%d calls)", len(batch))
-                exc = StoreUnavailable(f"reservations not written: {type(exc).__name__}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+    async def _write(self, asks: list[Ask]) -> None:
+        if self._store.dialect == "postgresql":
+            await self._postgres(asks)
             return
-        for _, future in batch:
-            if not future.done():
-                future.set_result(None)
+        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="reservations")
+        async with self._store.serial_writes():
+            await loop.run_in_executor(self._thread, self._sqlite_batch, asks)
+
+    async def _close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
+            thread.shutdown(wait=False)
 
     # -- the two engines -------------------------------------------------------------------
 
@@ -257,13 +219,7 @@ class ReservationWriter:
         try:
             conn = self._sqlite
             if conn is None:
-                path = self._store.engine.url.database
-                if not path or path == ":memory:":
-                    raise sqlite3.OperationalError("the ledger needs a SQLite file, not memory")
-                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-                for pragma in SQLITE_PRAGMAS:
-                    conn.execute(pragma)
-                self._sqlite = conn
+                conn = self._sqlite = open_sqlite(self._store)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 budget_keys, rate_keys = _keys(asks)
@@ -358,8 +314,3 @@ def _keys(asks: Sequence[Ask]) -> tuple[list[BudgetKey], list[tuple[str, int | N
     budget_keys = sorted({key for ask in asks for _, key in ask.budgets})
     rate_keys = sorted({(r.key, r.expires_at) for ask in asks for r in ask.rates})
     return budget_keys, rate_keys
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()

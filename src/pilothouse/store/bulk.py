@@ -43,6 +43,18 @@ def numbered(sql: str) -> str:
 SQLITE_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
 
 
+def open_sqlite(store: Store) -> sqlite3.Connection:
+    """A ``sqlite3`` connection of a writer's own to the store's file, for its one thread
+    (autocommit: the writer issues ``BEGIN IMMEDIATE`` and ``COMMIT`` itself)."""
+    path = store.engine.url.database
+    if not path or path == ":memory:":
+        raise sqlite3.OperationalError("bulk writes need a SQLite file, not memory")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    for pragma in SQLITE_PRAGMAS:
+        conn.execute(pragma)
+    return conn
+
+
 class BulkInsert:
     """``await insert(rows)`` writes ``rows`` (mappings with every column) atomically."""
 
@@ -60,7 +72,6 @@ class BulkInsert:
         self._sql = (
             f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
         )
-        self._path = store.engine.url.database if store.dialect == "sqlite" else None
         self._thread: ThreadPoolExecutor | None = None
         self._sqlite: sqlite3.Connection | None = None
 
@@ -119,12 +130,7 @@ class BulkInsert:
         try:
             conn = self._sqlite
             if conn is None:
-                if not self._path or self._path == ":memory:":
-                    raise sqlite3.OperationalError("bulk inserts need a SQLite file, not memory")
-                conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-                for pragma in SQLITE_PRAGMAS:
-                    conn.execute(pragma)
-                self._sqlite = conn
+                conn = self._sqlite = open_sqlite(self._store)
             conn.execute("BEGIN IMMEDIATE")
             try:
                 for sql, params in steps:

@@ -1,0 +1,95 @@
+"""Group commit: callers hand in items and resume once the transaction holding theirs commits.
+
+Under load many callers share one transaction; alone, a caller waits only for its own. A batch
+that fails for any reason fails each of its callers with StoreUnavailable (no caller waits
+forever) and the writer goes on with the next batch. Subclasses say how a batch is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Generic, TypeVar
+
+from pilothouse.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_BATCH = 256
+
+
+class GroupCommit(Generic[T]):
+    """Batches submitted items into one write each; ``await submit(item)`` returns once the
+    batch holding ``item`` has committed."""
+
+    name = "group-commit"
+
+    def __init__(self, max_batch: int = MAX_BATCH) -> None:
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin the writer task."""
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while self._pending:
+            await self._flush()
+        await self._close()
+
+    async def submit(self, item: T) -> None:
+        """Queue ``item``; return once it is committed (raise StoreUnavailable if not)."""
+        if self._task is None:
+            raise StoreUnavailable(f"the {self.name} writer is not running")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # If the caller went away (a cancelled request), nobody else reads the outcome.
+        future.add_done_callback(_consume)
+        self._pending.append((item, future))
+        self._wake.set()
+        await asyncio.shield(future)
+
+    async def _write(self, items: list[T]) -> None:
+        """Write ``items`` in one transaction (raise StoreUnavailable if it did not commit)."""
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        """Release what the writer holds (connections, threads) once it has stopped."""
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                await self._flush()
+
+    async def _flush(self) -> None:
+        batch = self._pending[: self._max_batch]
+        self._pending = self._pending[self._max_batch :]
+        try:
+            await self._write([item for item, _ in batch])
+        except Exception as exc:  # the writer must outlive any batch, and no caller may hang
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("%s: batch not written (%d items)", self.name, len(batch))
+                exc = StoreUnavailable(f"{self.name} not written: {type(exc).__name__}")
+            else:
+                log.error("%s: batch not written (%d items): %s", self.name, len(batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
