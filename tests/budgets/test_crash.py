@@ -86,8 +86,9 @@ def test_a_killed_process_s_reservations_are_settled_once_by_the_next(tmp_path: 
                 }
             )
         )
-        # Each stream's events come 10 s apart: the process dies with all of them in flight.
-        upstream.slow(10.0, path="/chat/completions", times=STREAMS)
+        # Events 2 s apart: the process dies with every stream in flight, and the upstream's
+        # handlers find the dead connections and end before the test does.
+        upstream.slow(2.0, path="/chat/completions", times=STREAMS)
         with server(tmp_path, config, owner) as (url, process):
             with httpx.Client(timeout=10) as http:
                 org = http.get(f"{url}/api/v1/org", headers=bearer(owner)).json()["id"]

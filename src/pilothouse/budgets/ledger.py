@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -200,9 +201,10 @@ class Ledger:
             "request_id": request_id,
             "org_id": org_id,
             "amount_picos": amount_picos,
-            "charges": json.dumps([[c.budget_id, c.window_start] for c in charges]),
-            "rate_charges": json.dumps([[r.key, r.taken, r.kind] for r in rate_charges]),
-            "usage_row": json.dumps(_jsonable(usage_row), sort_keys=True),
+            # orjson: these are made for every call (the usage row's timestamp is ISO 8601).
+            "charges": orjson.dumps([[c.budget_id, c.window_start] for c in charges]).decode(),
+            "rate_charges": orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode(),
+            "usage_row": orjson.dumps(usage_row).decode(),
             "expires_at": now + self._ttl,
             "created_at": now,
         }
@@ -364,10 +366,6 @@ def _settled_delta(rate: RateCharge, tokens: int) -> int:
     """What settling changes a counter by: a concurrent slot is given back; a minute's tokens
     go from the reserved estimate to the actual count."""
     return -1 if rate.kind == LimitKind.CONCURRENT else tokens - rate.taken
-
-
-def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:
