@@ -413,3 +413,17 @@ async def test_a_live_call_keeps_its_reservation_and_a_dead_one_is_swept(
     assert await ledger.sweep() == 1
     assert [r["request_id"] for r in await rows(services)] == ["req_dead"]
     assert await reservations(services) == 1
+
+
+async def test_a_budget_deleted_behind_the_cache_does_not_fail_calls(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    session = await api.session(project="ledger")
+    key = session["key"]["token"]
+    budget = await add_budget(services, scope_kind="project", scope_value="ledger", limit_picos=1)
+    assert (await chat(client, key)).status_code == 402  # cached, and enforced
+    async with services.store.write() as conn:  # gone, with no invalidation: still cached
+        await conn.execute(budgets.delete().where(budgets.c.id == budget))
+    reply = await chat(client, key)
+    assert reply.status_code == 200, reply.text
+    assert await reservations(services) == 0 and len(await rows(services)) == 1

@@ -39,9 +39,11 @@ log = logging.getLogger(__name__)
 PICOS_PER_USD = 10**12
 BudgetKey = tuple[str, int]  # (budget id, window start)
 
+# A budget deleted since the cache read it gets no counter, and the call is not held to it.
 NEW_BUDGET_COUNTER = (
     "INSERT INTO budget_counters (budget_id, window_start, spent_picos, reserved_picos, calls)"
-    " VALUES (?, ?, 0, 0, 0) ON CONFLICT DO NOTHING"
+    " SELECT ?, ?, 0, 0, 0 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?)"
+    " ON CONFLICT DO NOTHING"
 )
 NEW_RATE_COUNTER = (
     "INSERT INTO rate_counters (key, count, expires_at) VALUES (?, 0, ?) ON CONFLICT DO NOTHING"
@@ -136,7 +138,8 @@ def decide(asks: Sequence[Ask], spent: dict[BudgetKey, list[int]], rates: dict[s
             rates[rate.key] += rate.amount
             ask.counts.append(rates[rate.key])
         for _, key in ask.budgets:
-            spent[key][1] += ask.amount_picos
+            if key in spent:
+                spent[key][1] += ask.amount_picos
 
 
 def _refusal(
@@ -147,6 +150,8 @@ def _refusal(
         if used + rate.amount > rate.hit.limit:
             return rate_limited(rate, used, ask.now)
     for budget, key in ask.budgets:
+        if key not in spent:  # deleted since the cache read it
+            continue
         done, held = spent[key]
         if budget.enforcement is Enforcement.HARD and (
             done + held + ask.amount_picos > budget.limit_picos
@@ -223,18 +228,17 @@ class ReservationWriter(GroupCommit[Ask]):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 budget_keys, rate_keys = _keys(asks)
-                conn.executemany(NEW_BUDGET_COUNTER, budget_keys)
+                conn.executemany(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in budget_keys])
                 conn.executemany(NEW_RATE_COUNTER, rate_keys)
-                spent = {
-                    key: list(
-                        conn.execute(
-                            "SELECT spent_picos, reserved_picos FROM budget_counters"
-                            " WHERE budget_id = ? AND window_start = ?",
-                            key,
-                        ).fetchone()
-                    )
-                    for key in budget_keys
-                }
+                spent = {}
+                for key in budget_keys:
+                    found = conn.execute(
+                        "SELECT spent_picos, reserved_picos FROM budget_counters"
+                        " WHERE budget_id = ? AND window_start = ?",
+                        key,
+                    ).fetchone()
+                    if found is not None:
+                        spent[key] = list(found)
                 rates = {
                     key: conn.execute(
                         "SELECT count FROM rate_counters WHERE key = ?", (key,)
@@ -266,7 +270,9 @@ class ReservationWriter(GroupCommit[Ask]):
                 try:
                     async with driver.transaction():
                         if budget_keys:
-                            await driver.executemany(numbered(NEW_BUDGET_COUNTER), budget_keys)
+                            await driver.executemany(
+                                numbered(NEW_BUDGET_COUNTER), [(b, w, b) for b, w in budget_keys]
+                            )
                         if rate_keys:
                             await driver.executemany(numbered(NEW_RATE_COUNTER), rate_keys)
                         spent: dict[BudgetKey, list[int]] = {}
@@ -300,7 +306,7 @@ class ReservationWriter(GroupCommit[Ask]):
         """Decide the batch; the statements that write its outcome."""
         decide(asks, spent, rates)
         admitted = [ask for ask in asks if ask.refusal is None]
-        touched_budgets = {key for ask in admitted for _, key in ask.budgets}
+        touched_budgets = {key for ask in admitted for _, key in ask.budgets if key in spent}
         touched_rates = {rate.key for ask in admitted for rate in ask.rates}
         return [
             (SET_BUDGET_COUNTER, [(spent[k][1], k[0], k[1]) for k in sorted(touched_budgets)]),
