@@ -16,11 +16,9 @@ store's writer queue (one hop per batch); on PostgreSQL on one pooled asyncpg co
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +26,10 @@ from typing import Any
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Enforcement, window_end
 from pilothouse.budgets.tables import budget_reservations
-from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited, StoreUnavailable
+from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited
 from pilothouse.gateway.usage_rows import dollars
-from pilothouse.store.bulk import DRIVER_FAILURES, BulkInsert, numbered, open_sqlite
-from pilothouse.store.engine import Store, unavailable_as
+from pilothouse.store.bulk import BulkInsert, OwnWriter, numbered
+from pilothouse.store.engine import Store
 from pilothouse.store.group import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -194,8 +192,7 @@ class ReservationWriter(GroupCommit[Ask]):
         super().__init__()
         self._store = store
         self._rows = BulkInsert(store, budget_reservations, key="request_id")
-        self._thread: ThreadPoolExecutor | None = None
-        self._sqlite: sqlite3.Connection | None = None
+        self._writer = OwnWriter(store, "reservations")
 
     async def reserve(self, ask: Ask) -> None:
         """Queue ``ask``; return once its batch committed (``ask.refusal`` says if refused).
@@ -204,101 +201,65 @@ class ReservationWriter(GroupCommit[Ask]):
 
     async def _write(self, asks: list[Ask]) -> None:
         if self._store.dialect == "postgresql":
-            await self._postgres(asks)
-            return
-        loop = asyncio.get_running_loop()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="reservations")
-        async with self._store.serial_writes():
-            await loop.run_in_executor(self._thread, self._sqlite_batch, asks)
+            await self._writer.postgres(lambda driver: self._postgres(driver, asks))
+        else:
+            await self._writer.sqlite(lambda conn: self._sqlite(conn, asks))
 
     async def _close(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
-            thread.shutdown(wait=False)
+        await self._writer.close()
 
     # -- the two engines -------------------------------------------------------------------
 
-    def _sqlite_batch(self, asks: list[Ask]) -> None:
-        try:
-            conn = self._sqlite
-            if conn is None:
-                conn = self._sqlite = open_sqlite(self._store)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                budget_keys, rate_keys = _keys(asks)
-                conn.executemany(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in budget_keys])
-                conn.executemany(NEW_RATE_COUNTER, rate_keys)
-                spent = {}
-                for key in budget_keys:
-                    found = conn.execute(
-                        "SELECT spent_picos, reserved_picos FROM budget_counters"
-                        " WHERE budget_id = ? AND window_start = ?",
-                        key,
-                    ).fetchone()
-                    if found is not None:
-                        spent[key] = list(found)
-                rates = {
-                    key: conn.execute(
-                        "SELECT count FROM rate_counters WHERE key = ?", (key,)
-                    ).fetchone()[0]
-                    for key, _ in rate_keys
-                }
-                for sql, params in self._writes(asks, spent, rates):
-                    conn.executemany(sql, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
-
-    def _sqlite_close(self) -> None:
-        conn, self._sqlite = self._sqlite, None
-        if conn is not None:
-            conn.close()
-
-    async def _postgres(self, asks: list[Ask]) -> None:
+    def _sqlite(self, conn: sqlite3.Connection, asks: list[Ask]) -> None:
         budget_keys, rate_keys = _keys(asks)
-        with unavailable_as("written"):
-            async with self._store.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                try:
-                    async with driver.transaction():
-                        if budget_keys:
-                            await driver.executemany(
-                                numbered(NEW_BUDGET_COUNTER), [(b, w, b) for b, w in budget_keys]
-                            )
-                        if rate_keys:
-                            await driver.executemany(numbered(NEW_RATE_COUNTER), rate_keys)
-                        spent: dict[BudgetKey, list[int]] = {}
-                        if budget_keys:
-                            found = await driver.fetch(
-                                "SELECT budget_id, window_start, spent_picos, reserved_picos"
-                                " FROM budget_counters WHERE (budget_id, window_start) IN"
-                                " (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-                                " ORDER BY budget_id, window_start FOR UPDATE",
-                                [k[0] for k in budget_keys],
-                                [k[1] for k in budget_keys],
-                            )
-                            spent = {(r[0], r[1]): [r[2], r[3]] for r in found}
-                        rates: dict[str, int] = {}
-                        if rate_keys:
-                            found = await driver.fetch(
-                                "SELECT key, count FROM rate_counters WHERE key = ANY($1::text[])"
-                                " ORDER BY key FOR UPDATE",
-                                [k for k, _ in rate_keys],
-                            )
-                            rates = {r[0]: r[1] for r in found}
-                        for sql, params in self._writes(asks, spent, rates):
-                            if params:
-                                await driver.executemany(numbered(sql), params)
-                except DRIVER_FAILURES as exc:
-                    raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+        conn.executemany(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in budget_keys])
+        conn.executemany(NEW_RATE_COUNTER, rate_keys)
+        spent = {}
+        for key in budget_keys:
+            found = conn.execute(
+                "SELECT spent_picos, reserved_picos FROM budget_counters"
+                " WHERE budget_id = ? AND window_start = ?",
+                key,
+            ).fetchone()
+            if found is not None:
+                spent[key] = list(found)
+        rates = {
+            key: conn.execute("SELECT count FROM rate_counters WHERE key = ?", (key,)).fetchone()[0]
+            for key, _ in rate_keys
+        }
+        for sql, params in self._writes(asks, spent, rates):
+            conn.executemany(sql, params)
+
+    async def _postgres(self, driver: Any, asks: list[Ask]) -> None:
+        budget_keys, rate_keys = _keys(asks)
+        if budget_keys:
+            await driver.executemany(
+                numbered(NEW_BUDGET_COUNTER), [(b, w, b) for b, w in budget_keys]
+            )
+        if rate_keys:
+            await driver.executemany(numbered(NEW_RATE_COUNTER), rate_keys)
+        spent: dict[BudgetKey, list[int]] = {}
+        if budget_keys:
+            found = await driver.fetch(
+                "SELECT budget_id, window_start, spent_picos, reserved_picos"
+                " FROM budget_counters WHERE (budget_id, window_start) IN"
+                " (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+                " ORDER BY budget_id, window_start FOR UPDATE",
+                [k[0] for k in budget_keys],
+                [k[1] for k in budget_keys],
+            )
+            spent = {(r[0], r[1]): [r[2], r[3]] for r in found}
+        rates: dict[str, int] = {}
+        if rate_keys:
+            found = await driver.fetch(
+                "SELECT key, count FROM rate_counters WHERE key = ANY($1::text[])"
+                " ORDER BY key FOR UPDATE",
+                [k for k, _ in rate_keys],
+            )
+            rates = {r[0]: r[1] for r in found}
+        for sql, params in self._writes(asks, spent, rates):
+            if params:
+                await driver.executemany(numbered(sql), params)
 
     def _writes(
         self, asks: list[Ask], spent: dict[BudgetKey, list[int]], rates: dict[str, int]

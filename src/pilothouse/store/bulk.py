@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -55,6 +55,71 @@ def open_sqlite(store: Store) -> sqlite3.Connection:
     return conn
 
 
+class OwnWriter:
+    """A hot-path writer's own way into the store, one transaction at a time.
+
+    SQLite: a ``sqlite3`` connection of its own on a thread of its own, the transaction taken
+    with ``BEGIN IMMEDIATE`` under the store's writer queue (one thread hop per transaction).
+    PostgreSQL: a pooled asyncpg connection inside a transaction. Either way a failure of the
+    driver is raised as StoreUnavailable and the transaction is rolled back.
+    """
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self._name = name
+        self._thread: ThreadPoolExecutor | None = None
+        self._sqlite: sqlite3.Connection | None = None
+
+    async def sqlite(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``work`` on the thread, inside one transaction committed after it."""
+        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+        async with self._store.serial_writes():
+            await loop.run_in_executor(self._thread, self._sqlite_transaction, work)
+
+    async def postgres(self, work: Callable[[Any], Awaitable[None]]) -> None:
+        """Await ``work(asyncpg connection)`` inside one transaction committed after it."""
+        with unavailable_as("written"):
+            async with self._store.engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                assert driver is not None
+                try:
+                    async with driver.transaction():
+                        await work(driver)
+                except DRIVER_FAILURES as exc:
+                    raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the SQLite connection and its thread (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
+            thread.shutdown(wait=False)
+
+    def _sqlite_transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        try:
+            conn = self._sqlite
+            if conn is None:
+                conn = self._sqlite = open_sqlite(self._store)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+
+    def _sqlite_close(self) -> None:
+        conn, self._sqlite = self._sqlite, None
+        if conn is not None:
+            conn.close()
+
+
 class BulkInsert:
     """``await insert(rows)`` writes ``rows`` (mappings with every column) atomically."""
 
@@ -72,8 +137,7 @@ class BulkInsert:
         self._sql = (
             f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
         )
-        self._thread: ThreadPoolExecutor | None = None
-        self._sqlite: sqlite3.Connection | None = None
+        self._writer = OwnWriter(store, "bulk-insert")
 
     @property
     def sql(self) -> str:
@@ -95,55 +159,21 @@ class BulkInsert:
         values = [self.values(row) for row in rows]
         steps = [(self._sql, values), *((sql, params) for sql, params in then if params)]
         if self._store.dialect == "postgresql":
-            await self._postgres([(numbered(sql), params) for sql, params in steps])
+            pg_steps = [(numbered(sql), params) for sql, params in steps]
+
+            async def write_pg(driver: Any) -> None:
+                for sql, params in pg_steps:
+                    await driver.executemany(sql, params)
+
+            await self._writer.postgres(write_pg)
             return
-        loop = asyncio.get_running_loop()
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="bulk-insert")
-        async with self._store.serial_writes():
-            await loop.run_in_executor(self._thread, self._sqlite_write, steps)
+
+        def write_sqlite(conn: sqlite3.Connection) -> None:
+            for sql, params in steps:
+                conn.executemany(sql, params)
+
+        await self._writer.sqlite(write_sqlite)
 
     async def close(self) -> None:
         """Close the SQLite connection and its thread (idempotent)."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
-            thread.shutdown(wait=False)
-
-    async def _postgres(self, steps: list[Statement]) -> None:
-        with unavailable_as("written"):
-            async with self._store.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                try:
-                    if len(steps) == 1:  # executemany is atomic by itself
-                        await driver.executemany(*steps[0])
-                        return
-                    async with driver.transaction():
-                        for sql, params in steps:
-                            await driver.executemany(sql, params)
-                except DRIVER_FAILURES as exc:
-                    raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
-
-    def _sqlite_write(self, steps: list[Statement]) -> None:
-        try:
-            conn = self._sqlite
-            if conn is None:
-                conn = self._sqlite = open_sqlite(self._store)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, params in steps:
-                    conn.executemany(sql, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
-
-    def _sqlite_close(self) -> None:
-        conn, self._sqlite = self._sqlite, None
-        if conn is not None:
-            conn.close()
+        await self._writer.close()
