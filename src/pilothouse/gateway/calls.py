@@ -260,11 +260,11 @@ class Gateway:
         its limit its downgrade rule names (as last read by the alert check)."""
         assert call.principal is not None
         try:
-            applicable = await self._ledger.book.applicable(call.principal)
+            call.budgets = await self._ledger.book.applicable(call.principal)
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
         book = self._ledger.book
-        for budget in applicable:
+        for budget in call.budgets:
             rule = budget.downgrade
             if (
                 rule is not None
@@ -284,14 +284,13 @@ class Gateway:
         a budget that cannot be read or written refuses the call)."""
         assert call.principal is not None and call.model is not None
         limits = limits_for(self._svc.settings.rate_limits, call.principal)
+        if not call.budgets and not limits:  # the budgets were read once, by _downgrade
+            return
         try:
-            applicable = await self._ledger.book.applicable(call.principal)
-            if not applicable and not limits:
-                return
             skeleton = usage_row(call, Usage(), "orphaned", 0, self._svc.clock.now())
             amount, tokens = self._worst_case(call, call.model)
             call.reservation = await self._ledger.reserve(
-                applicable, call.request_id, amount, skeleton, limits, tokens
+                call.budgets, call.request_id, amount, skeleton, limits, tokens
             )
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc

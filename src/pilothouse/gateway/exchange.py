@@ -14,6 +14,7 @@ from typing import Any
 from starlette.types import Message, Receive, Send
 
 from pilothouse.budgets.ledger import Reservation
+from pilothouse.budgets.model import Budget
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.prices import Price
 from pilothouse.gateway.providers.base import WireFormat
@@ -69,6 +70,7 @@ class Call:
     disconnected: bool = False
     finishing: bool = False
     passthrough: dict[str, str] = field(default_factory=dict)
+    budgets: list[Budget] = field(default_factory=list)  # the budgets the call counts against
     reservation: Reservation | None = None
     downgraded_from: str | None = None
     headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
