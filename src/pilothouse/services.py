@@ -24,7 +24,6 @@ from pilothouse.gateway.providers.demo import DemoProvider
 from pilothouse.gateway.providers.http import HttpClient
 from pilothouse.gateway.providers.openai import OpenAIProvider
 from pilothouse.gateway.providers.openai_compatible import OpenAICompatibleProvider
-from pilothouse.gateway.recorder import UsageRecorder
 from pilothouse.gateway.routing import Router
 from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
@@ -53,7 +52,6 @@ class Services:
     authenticator: Authenticator
     telemetry: Telemetry
     gateway: Gateway | None = None
-    recorder: UsageRecorder | None = None
     ledger: Ledger | None = None
     alerts: Alerts | None = None
     root_org_id: str = ""
@@ -78,8 +76,6 @@ class Services:
             )
         self.root_org_id = self.bootstrap_result.org_id
         await self.invalidations.start()
-        if self.recorder is not None:
-            self.recorder.start()
         if self.ledger is not None:
             self.ledger.start()
         self.telemetry.start()
@@ -101,8 +97,6 @@ class Services:
             for task in late:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.recorder is not None:
-            await self.recorder.stop()
         if self.ledger is not None:
             await self.ledger.stop()
         if self.gateway is not None:
@@ -189,7 +183,6 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     cache = KeyCache(settings.key_cache_ttl_seconds, invalidations)
     last_used = LastUsed()
     authenticator = Authenticator(store, the_clock, cache, last_used)
-    recorder = UsageRecorder(store)
     services = Services(
         settings=settings,
         store=store,
@@ -199,7 +192,6 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         last_used=last_used,
         authenticator=authenticator,
         telemetry=Telemetry(settings),
-        recorder=recorder,
     )
     book = BudgetBook(store, invalidations)
     services.ledger = Ledger(store, the_clock, book, settings.gateway.reservation_ttl_seconds)
@@ -216,7 +208,6 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             "openai-compatible": OpenAICompatibleProvider(http),
         },
         prices,
-        recorder,
         ModelAccess(store, settings.key_cache_ttl_seconds),
         services.ledger,
     )

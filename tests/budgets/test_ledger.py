@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from pilothouse.budgets.model import Window, epoch, window_start
 from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
+from pilothouse.errors import BudgetExceeded
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.tables import usage_records
 from pilothouse.identity.tables import agent_sessions
@@ -254,17 +255,58 @@ async def test_settling_twice_counts_once(services: Services, api: Api) -> None:
     budget = await add_budget(
         services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
     )
-    assert services.ledger is not None and services.recorder is not None
+    assert services.ledger is not None
     applicable = await services.ledger.book.applicable(
         await services.authenticator.authenticate(bearer(session["key"]["token"]))
     )
     row = await _usage_row(services, "req_twice", cost=777)
     reservation = await services.ledger.reserve(applicable, "req_twice", 1000, row)
     assert await counter(services, budget) == {"spent_picos": 0, "reserved_picos": 1000, "calls": 0}
-    await services.recorder.record(row, reservation)
-    await services.recorder.record(row, reservation)
+    await services.ledger.record(row, reservation)
+    await services.ledger.record(row, reservation)
     assert await counter(services, budget) == {"spent_picos": 777, "reserved_picos": 0, "calls": 1}
     assert len(await rows(services)) == 1
+
+
+async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transaction(
+    services: Services, api: Api
+) -> None:
+    """One tick settles the calls that ended before it decides the new ones: the room a
+    settlement gives back is there for the call queued alongside it."""
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=1000
+    )
+    ledger = services.ledger
+    assert ledger is not None
+    applicable = await ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    first = await _usage_row(services, "req_first", cost=100)
+    held = await ledger.reserve(applicable, "req_first", 900, first)
+    with pytest.raises(BudgetExceeded):  # alone, the second call does not fit
+        await ledger.reserve(
+            applicable, "req_early", 800, await _usage_row(services, "req_early", 0)
+        )
+    second = await _usage_row(services, "req_second", 0)
+    ticks: list[int] = []
+    write = ledger._writer._write
+
+    async def counted(items: list[Any]) -> None:
+        ticks.append(len(items))
+        await write(items)
+
+    ledger._writer._write = counted  # type: ignore[method-assign]
+    _, reservation = await asyncio.gather(
+        ledger.record(first, held), ledger.reserve(applicable, "req_second", 800, second)
+    )
+    assert ticks == [2]  # both in one transaction
+    assert reservation.amount_picos == 800
+    assert await counter(services, budget) == {
+        "spent_picos": 100,
+        "reserved_picos": 800,
+        "calls": 1,
+    }
 
 
 async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost(
@@ -274,7 +316,7 @@ async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost
     budget = await add_budget(
         services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
     )
-    assert services.ledger is not None and services.recorder is not None
+    assert services.ledger is not None
     applicable = await services.ledger.book.applicable(
         await services.authenticator.authenticate(bearer(session["key"]["token"]))
     )
@@ -290,7 +332,7 @@ async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost
     assert orphan["session_id"] == session["session"]["id"] and orphan["project"] == "ledger"
     assert await counter(services, budget) == {"spent_picos": 5000, "reserved_picos": 0, "calls": 1}
     # The call's own settlement, arriving after the sweep, changes nothing.
-    await services.recorder.record({**row, "cost_picos": 42}, reservation)
+    await services.ledger.record({**row, "cost_picos": 42}, reservation)
     assert await counter(services, budget) == {"spent_picos": 5000, "reserved_picos": 0, "calls": 1}
     assert [r["cost_picos"] for r in await rows(services)] == [5000]
 

@@ -1,4 +1,5 @@
-"""BulkInsert stores what SQLAlchemy would, skips conflicts, and writes a batch atomically."""
+"""The ledger writer stores usage rows as SQLAlchemy would, skips conflicts, and writes a tick
+atomically."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, make_url, select, text
 
+from pilothouse.budgets.writer import LedgerWriter
 from pilothouse.errors import StoreUnavailable
-from pilothouse.gateway.recorder import UsageRecorder
 from pilothouse.gateway.tables import usage_records
 from pilothouse.services import Services
-from pilothouse.store.bulk import BulkInsert
+from pilothouse.store.engine import Store
 
 WHEN = datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=UTC)
 
@@ -62,13 +63,27 @@ async def _count(services: Services) -> int:
         return int((await conn.execute(select(func.count()).select_from(usage_records))).scalar())
 
 
+class Writer:
+    """A ledger writer of its own, writing ``rows`` in one tick."""
+
+    def __init__(self, services: Services) -> None:
+        self._writer = LedgerWriter(services.store)
+
+    async def __aenter__(self) -> Writer:
+        self._writer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._writer.stop()
+
+    async def __call__(self, rows: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*(self._writer.record(row) for row in rows))
+
+
 async def test_rows_read_back_as_sqlalchemys_own_rows_do(services: Services) -> None:
     org = await _org(services)
-    bulk = BulkInsert(services.store, usage_records, key="request_id")
-    try:
+    async with Writer(services) as bulk:
         await bulk([_row(org, "req_bulk")])
-    finally:
-        await bulk.close()
     async with services.store.write() as conn:
         await conn.execute(insert(usage_records).values(_row(org, "req_orm")))
     bulk_row, orm_row = await _rows(services)
@@ -85,12 +100,9 @@ async def test_rows_read_back_as_sqlalchemys_own_rows_do(services: Services) -> 
 
 async def test_a_row_whose_key_exists_is_skipped(services: Services) -> None:
     org = await _org(services)
-    bulk = BulkInsert(services.store, usage_records, key="request_id")
-    try:
+    async with Writer(services) as bulk:
         await bulk([_row(org, "req_1"), _row(org, "req_2")])
         await bulk([_row(org, "req_2", output_tokens=1), _row(org, "req_3")])
-    finally:
-        await bulk.close()
     rows = await _rows(services)
     assert [r["request_id"] for r in rows] == ["req_1", "req_2", "req_3"]
     assert rows[1]["output_tokens"] == 2**40
@@ -98,47 +110,114 @@ async def test_a_row_whose_key_exists_is_skipped(services: Services) -> None:
 
 async def test_a_batch_with_a_bad_row_writes_nothing_and_says_so(services: Services) -> None:
     org = await _org(services)
-    bulk = BulkInsert(services.store, usage_records, key="request_id")
-    try:
+    async with Writer(services) as bulk:
         with pytest.raises(StoreUnavailable, match="cannot be written"):
             await bulk([_row(org, "req_good"), _row("org_missing", "req_bad")])
         assert await _count(services) == 0
         await bulk([_row(org, "req_good")])  # the writer is still usable afterwards
-    finally:
-        await bulk.close()
     assert await _count(services) == 1
 
 
 async def test_batches_interleave_with_the_stores_own_writers(services: Services) -> None:
     org = await _org(services)
-    bulk = BulkInsert(services.store, usage_records, key="request_id")
 
     async def orm_writes(n: int) -> None:
         for i in range(n):
             async with services.store.write() as conn:
                 await conn.execute(insert(usage_records).values(_row(org, f"orm_{i:03}")))
 
-    async def bulk_writes(n: int) -> None:
+    async def bulk_writes(bulk: Writer, n: int) -> None:
         for i in range(n):
             await bulk([_row(org, f"bulk_{i:03}_{j}") for j in range(5)])
 
-    try:
-        await asyncio.gather(orm_writes(40), bulk_writes(40))
-    finally:
-        await bulk.close()
+    async with Writer(services) as bulk:
+        await asyncio.gather(orm_writes(40), bulk_writes(bulk, 40))
     assert await _count(services) == 40 + 40 * 5
 
 
-async def test_the_recorder_survives_a_batch_it_cannot_build(services: Services) -> None:
+async def test_the_writer_survives_a_tick_it_cannot_build(services: Services) -> None:
     org = await _org(services)
-    recorder = UsageRecorder(services.store)
-    recorder.start()
+    writer = LedgerWriter(services.store)
+    writer.start()
     try:
         broken = _row(org, "req_broken")
         del broken["latency_ms"]
-        with pytest.raises(StoreUnavailable, match="usage rows not written"):
-            await recorder.record(broken)
-        await recorder.record(_row(org, "req_fine"))  # the writer still runs
+        with pytest.raises(StoreUnavailable, match="ledger not written"):
+            await writer.record(broken)
+        await writer.record(_row(org, "req_fine"))  # the writer still runs
     finally:
-        await recorder.stop()
+        await writer.stop()
     assert [r["request_id"] for r in await _rows(services)] == ["req_fine"]
+
+
+class CuttableProxy:
+    """A TCP proxy to PostgreSQL whose connections can be made dead without the client
+    knowing: after ``cut()``, what a client sends next is answered with a reset."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._cut = False
+        self.port = 0
+        self.connections = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        self._cut = True
+
+    async def close(self) -> None:
+        self._server.close()
+        for client, server in self._pairs:
+            client.transport.abort()
+            server.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._pairs.append((writer, up_writer))
+        cut_pair = False
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, client: bool) -> None:
+            nonlocal cut_pair
+            while data := await src.read(65536):
+                if client and self._cut and not cut_pair:
+                    cut_pair = True
+                    self._cut = False  # the next connection is a new, healthy one
+                    writer.transport.abort()  # the client's data is met with a reset
+                    up_writer.transport.abort()
+                    return
+                dst.write(data)
+            dst.close()
+
+        await asyncio.gather(
+            pipe(reader, up_writer, True), pipe(up_reader, writer, False), return_exceptions=True
+        )
+
+
+async def test_a_lost_postgresql_connection_is_replaced_and_the_tick_written(
+    services: Services,
+) -> None:
+    """The writer keeps its own connection: if it died while idle, unnoticed (a server
+    restart, a proxy's timeout), the next tick connects again instead of failing its calls."""
+    if services.store.dialect != "postgresql":
+        pytest.skip("the writer's own connection is PostgreSQL's")
+    org = await _org(services)
+    url = make_url(services.store.url)
+    proxy = CuttableProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    store = Store(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    writer = LedgerWriter(store)
+    writer.start()
+    try:
+        await writer.record(_row(org, "req_before"))
+        proxy.cut()
+        await writer.record(_row(org, "req_after"))
+        assert proxy.connections == 2
+    finally:
+        await writer.stop()
+        await store.dispose()
+        await proxy.close()
+    assert [r["request_id"] for r in await _rows(services)] == ["req_after", "req_before"]

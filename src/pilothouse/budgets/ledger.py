@@ -1,15 +1,18 @@
 """The budget ledger: reserve a call's worst-case cost before it is forwarded, settle it after.
 
-- **Reserve** (the one write before forwarding, group-committed: ``budgets/reserve.py``): for
-  every budget whose scope the call is charged to, the counter of the current window is created
-  if missing and its reserved amount raised by the call's worst-case cost; for a hard budget only
-  if spent + reserved + this stays within the limit; every rate limit likewise takes its slot.
-  If any refuses, the call changes nothing. The reservation row (the amount, the counters it
-  went to, the usage row a sweeper would write) commits with it.
-- **Settle** (the usage row's own transaction, group-committed by the recorder): each counter's
-  reserved amount goes down by the reservation and its spent amount up by the actual cost, then
-  the reservation row is deleted. The updates are guarded by the reservation still existing, so
-  settling twice, or after the sweeper, changes nothing (idempotent by request id).
+- **Reserve** (the one write before forwarding): for every budget whose scope the call is
+  charged to, the counter of the current window is created if missing and its reserved amount
+  raised by the call's worst-case cost; for a hard budget only if spent + reserved + this stays
+  within the limit; every rate limit likewise takes its slot. If any refuses, the call changes
+  nothing. The reservation row (the amount, the counters it went to, the usage row a sweeper
+  would write) commits with it.
+- **Settle** (the usage row's own transaction): the reservation row is deleted, and only if it
+  still existed does each counter's reserved amount go down by the reservation and its spent
+  amount up by the actual cost, so settling twice, or after the sweeper, changes nothing
+  (idempotent by request id). A call never forwarded is released: its reservation is given back.
+
+All three go through one group-committed writer (``budgets/writer.py``): what callers queue
+together, reservations of new calls and usage rows of ended ones, commits in one transaction.
 - **Sweep**: the process serving a call renews its reservation's expiry every third of the
   time to live; a reservation past its expiry belongs to a process that stopped, and is settled
   at its reserved amount: its usage row is written marked estimated, with status ``orphaned``.
@@ -24,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,64 +41,26 @@ from pilothouse.budgets.model import (
     budget_from_row,
     epoch,
     scope_values,
-    window_start,
+    window_epochs,
 )
-from pilothouse.budgets.reserve import Ask, RateAsk, ReservationWriter
+from pilothouse.budgets.reserve import Ask, LimitState, RateAsk, RateCharge, Reservation
 from pilothouse.budgets.tables import (
     budget_counters,
     budget_reservations,
     budgets,
     rate_counters,
 )
+from pilothouse.budgets.writer import LedgerWriter
 from pilothouse.clock import Clock
 from pilothouse.errors import RateLimited
 from pilothouse.gateway.tables import usage_records
 from pilothouse.identity.principal import Principal
-from pilothouse.store.bulk import Statement
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import ALL, Invalidations
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """One counter a reservation went to."""
-
-    budget_id: str
-    window_start: int
-
-
-@dataclass(frozen=True, slots=True)
-class RateCharge:
-    """One rate-limit counter a call holds: its key, what it took, and what it counts."""
-
-    key: str
-    taken: int
-    kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class LimitState:
-    """A rate limit as it stood once the call was admitted (for the ``x-ratelimit-*`` headers)."""
-
-    kind: str
-    limit: int
-    count: int
-    reset_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """What was reserved for one call, to settle when it ends."""
-
-    request_id: str
-    amount_picos: int
-    charges: tuple[Charge, ...]
-    rate_charges: tuple[RateCharge, ...] = ()
-    limits: tuple[LimitState, ...] = ()
 
 
 class BudgetBook:
@@ -154,15 +118,21 @@ class Ledger:
         self.book = book
         self._ttl = timedelta(seconds=reservation_ttl_seconds)
         self._live: set[str] = set()  # reservations of calls in flight here: kept alive
-        self._writer = ReservationWriter(store)
+        self._writer = LedgerWriter(store)
 
     def start(self) -> None:
-        """Begin group-committing reservations."""
+        """Begin group-committing usage rows and reservations."""
         self._writer.start()
 
     async def stop(self) -> None:
-        """Decide what is queued, then stop."""
+        """Write what is queued, then stop."""
         await self._writer.stop()
+
+    async def record(self, row: dict[str, Any], reservation: Reservation | None = None) -> None:
+        """Write a call's usage ``row`` and settle its ``reservation`` to the row's cost, in
+        one transaction, durably (group-committed); settling twice counts once. Raise
+        StoreUnavailable if it could not be written."""
+        await self._writer.record(row, reservation)
 
     async def reserve(
         self,
@@ -182,11 +152,8 @@ class Ledger:
         """
         now = self._clock.now()
         org_id = usage_row["org_id"]
-        budgets_asked = [
-            (b, (b.id, epoch(window_start(b.window, now))))
-            for b in sorted(applicable, key=lambda b: b.id)
-        ]
-        minute = epoch(now) // 60 * 60
+        starts, minute = window_epochs(now)
+        budgets_asked = [(b, (b.id, starts[b.window])) for b in sorted(applicable, key=_by_id)]
         rates = []
         for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
             if hit.kind == LimitKind.CONCURRENT:
@@ -195,14 +162,14 @@ class Ledger:
                 amount = 1 if hit.kind == LimitKind.RPM else tokens
                 key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
                 rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
-        charges = tuple(Charge(*key) for _, key in budgets_asked)
+        charges = tuple(key for _, key in budgets_asked)
         rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
         row = {
             "request_id": request_id,
             "org_id": org_id,
             "amount_picos": amount_picos,
             # orjson: these are made for every call (the usage row's timestamp is ISO 8601).
-            "charges": orjson.dumps([[c.budget_id, c.window_start] for c in charges]).decode(),
+            "charges": orjson.dumps(charges).decode(),
             "rate_charges": orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode(),
             "usage_row": orjson.dumps(usage_row).decode(),
             "expires_at": now + self._ttl,
@@ -241,55 +208,13 @@ class Ledger:
 
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose call was never forwarded (no usage row is written)."""
-        async with self._store.write() as conn:
-            gone = await conn.execute(
-                delete(budget_reservations).where(
-                    budget_reservations.c.request_id == reservation.request_id
-                )
-            )
-            if gone.rowcount != 1:
-                return
-            for rate in reservation.rate_charges:
-                await conn.execute(
-                    update(rate_counters)
-                    .where(rate_counters.c.key == rate.key)
-                    .values(count=rate_counters.c.count - rate.taken)
-                )
-            for charge in reservation.charges:
-                await conn.execute(
-                    update(budget_counters)
-                    .where(
-                        budget_counters.c.budget_id == charge.budget_id,
-                        budget_counters.c.window_start == charge.window_start,
-                    )
-                    .values(
-                        reserved_picos=budget_counters.c.reserved_picos - reservation.amount_picos
-                    )
-                )
-
-    @staticmethod
-    def settlements(settled: Sequence[tuple[Reservation, int, int]]) -> list[Statement]:
-        """The statements that settle ``(reservation, actual cost, actual tokens)`` triples, to
-        run in the transaction that writes their usage rows. Each is guarded by the reservation
-        still existing; the reservation is deleted last."""
-        counters = [
-            (r.amount_picos, cost, c.budget_id, c.window_start, r.request_id)
-            for r, cost, _ in settled
-            for c in r.charges
-        ]
-        rates = [
-            (_settled_delta(rate, tokens), rate.key, r.request_id)
-            for r, _, tokens in settled
-            for rate in r.rate_charges
-            if rate.kind != LimitKind.RPM
-        ]
-        done = [(reservation.request_id,) for reservation, _, _ in settled]
-        if not settled:
-            return []
-        return [(SETTLE_COUNTER, counters), (SETTLE_RATE, rates), (DELETE_RESERVATION, done)]
+        await self._writer.release(reservation)
 
     async def sweep(self) -> int:
-        """Settle every expired reservation at its reserved amount; how many were settled."""
+        """Settle every expired reservation at its reserved amount; how many were settled.
+
+        Counters are changed once each, budget counters before rate counters, each in key
+        order: the order the ledger writer locks them in, so the two never deadlock."""
         now = self._clock.now()
         async with self._store.write() as conn:
             expired = select(budget_reservations.c.request_id).where(
@@ -311,28 +236,17 @@ class Ledger:
                     )
                 )
             ).all()
-            await conn.execute(delete(rate_counters).where(rate_counters.c.expires_at < epoch(now)))
+            spent: dict[tuple[str, int], list[int]] = {}
+            slots: dict[str, int] = {}
+            orphans = []
             for request_id, amount, charges, rate_json, usage_json in rows:
+                for budget_id, start in json.loads(charges):
+                    counter = spent.setdefault((budget_id, start), [0, 0])
+                    counter[0] += amount
+                    counter[1] += 1
                 for key, _taken, kind in json.loads(rate_json):
                     if kind == LimitKind.CONCURRENT:  # its slot; tokens stay as reserved
-                        await conn.execute(
-                            update(rate_counters)
-                            .where(rate_counters.c.key == key)
-                            .values(count=rate_counters.c.count - 1)
-                        )
-                for budget_id, start in json.loads(charges):
-                    await conn.execute(
-                        update(budget_counters)
-                        .where(
-                            budget_counters.c.budget_id == budget_id,
-                            budget_counters.c.window_start == start,
-                        )
-                        .values(
-                            reserved_picos=budget_counters.c.reserved_picos - amount,
-                            spent_picos=budget_counters.c.spent_picos + amount,
-                            calls=budget_counters.c.calls + 1,
-                        )
-                    )
+                        slots[key] = slots.get(key, 0) + 1
                 row = _from_jsonable(json.loads(usage_json))
                 row.update(
                     request_id=request_id,
@@ -342,30 +256,37 @@ class Ledger:
                     error="the process serving this call stopped before it finished;"
                     " settled at its reserved cost",
                 )
+                orphans.append(row)
+            for (budget_id, start), (amount, calls) in sorted(spent.items()):
+                await conn.execute(
+                    update(budget_counters)
+                    .where(
+                        budget_counters.c.budget_id == budget_id,
+                        budget_counters.c.window_start == start,
+                    )
+                    .values(
+                        reserved_picos=budget_counters.c.reserved_picos - amount,
+                        spent_picos=budget_counters.c.spent_picos + amount,
+                        calls=budget_counters.c.calls + calls,
+                    )
+                )
+            for key, count in sorted(slots.items()):
+                await conn.execute(
+                    update(rate_counters)
+                    .where(rate_counters.c.key == key)
+                    .values(count=rate_counters.c.count - count)
+                )
+            await conn.execute(delete(rate_counters).where(rate_counters.c.expires_at < epoch(now)))
+            if orphans:
                 insert = postgresql.insert if self._store.dialect == "postgresql" else sqlite.insert
-                await conn.execute(insert(usage_records).values(**row).on_conflict_do_nothing())
+                await conn.execute(insert(usage_records).on_conflict_do_nothing(), orphans)
         if rows:
             log.warning("settled %d orphaned reservations at their reserved cost", len(rows))
         return len(rows)
 
 
-SETTLE_COUNTER = (
-    "UPDATE budget_counters SET reserved_picos = reserved_picos - ?,"
-    " spent_picos = spent_picos + ?, calls = calls + 1"
-    " WHERE budget_id = ? AND window_start = ?"
-    " AND EXISTS (SELECT 1 FROM budget_reservations WHERE request_id = ?)"
-)
-SETTLE_RATE = (
-    "UPDATE rate_counters SET count = count + ? WHERE key = ?"
-    " AND EXISTS (SELECT 1 FROM budget_reservations WHERE request_id = ?)"
-)
-DELETE_RESERVATION = "DELETE FROM budget_reservations WHERE request_id = ?"
-
-
-def _settled_delta(rate: RateCharge, tokens: int) -> int:
-    """What settling changes a counter by: a concurrent slot is given back; a minute's tokens
-    go from the reserved estimate to the actual count."""
-    return -1 if rate.kind == LimitKind.CONCURRENT else tokens - rate.taken
+def _by_id(budget: Budget) -> str:
+    return budget.id
 
 
 def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:

@@ -133,6 +133,25 @@ def window_end(window: Window, now: datetime) -> datetime | None:
     return None
 
 
+SECONDS_A_DAY = 86_400
+_day_starts: dict[int, dict[Window, int]] = {}
+
+
+def window_epochs(now: datetime) -> tuple[dict[Window, int], int]:
+    """The epoch seconds at which each window ``now`` falls in starts (how counters key their
+    window), and the start of its UTC minute. Computed once per UTC day, not per call."""
+    seconds = epoch(now)
+    day = seconds - seconds % SECONDS_A_DAY
+    starts = _day_starts.get(day)
+    if starts is None:
+        midnight = datetime.fromtimestamp(day, UTC)
+        starts = {window: epoch(window_start(window, midnight)) for window in Window}
+        if len(_day_starts) > 4:  # an injected clock may move back and forth
+            _day_starts.clear()
+        _day_starts[day] = starts
+    return starts, seconds - seconds % 60
+
+
 def epoch(moment: datetime) -> int:
     """Whole seconds since the epoch: how counters key their window."""
     return int(moment.timestamp())

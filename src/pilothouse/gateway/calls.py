@@ -45,7 +45,6 @@ from pilothouse.gateway.providers.base import (
     UpstreamTimeout,
     WireFormat,
 )
-from pilothouse.gateway.recorder import UsageRecorder
 from pilothouse.gateway.replies import (
     ERROR_DETAIL_BYTES,
     close_reply,
@@ -106,7 +105,6 @@ class Gateway:
         router: Router,
         providers: Mapping[str, Provider],
         prices: PriceBook,
-        recorder: UsageRecorder,
         access: ModelAccess,
         ledger: Ledger,
     ) -> None:
@@ -114,7 +112,6 @@ class Gateway:
         self._router = router
         self._providers = providers
         self._prices = prices
-        self._recorder = recorder
         self._access = access
         self._ledger = ledger
 
@@ -677,6 +674,6 @@ class Gateway:
     async def _settle(self, call: Call, usage: Usage, status: str, http_status: int) -> None:
         call.finishing = True
         row = usage_row(call, usage, status, http_status, self._svc.clock.now())
-        await self._recorder.record(row, call.reservation)
+        await self._ledger.record(row, call.reservation)
         call.settled = True
         self._svc.telemetry.call_finished(call_record(call, row, usage))

@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.types import Message, Receive, Send
 
-from pilothouse.budgets.ledger import Reservation
 from pilothouse.budgets.model import Budget
+from pilothouse.budgets.reserve import Reservation
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.prices import Price
 from pilothouse.gateway.providers.base import WireFormat
@@ -76,30 +76,16 @@ class Call:
     headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
     settled: bool = False
     bodies: dict[WireFormat, dict[str, Any]] = field(default_factory=dict)
+    attribution: dict[str, Any] | None = None  # the usage row's fields from the principal
 
 
 def usage_row(
     call: Call, usage: Usage, status: str, http_status: int, now: datetime
 ) -> dict[str, Any]:
     """The usage row of a settled call: attribution from its principal, cost from its price."""
-    principal = call.principal
-    assert principal is not None
-    session = principal.session
     deployment = call.deployment
     return {
-        "request_id": call.request_id,
-        "org_id": principal.org_id,
-        "session_id": principal.session_id,
-        "key_id": principal.key_id,
-        "user_id": (session.user_id if session else None) or principal.user_id,
-        "team_id": session.team_id if session else None,
-        "project": session.project if session else None,
-        "repository": session.repository if session else None,
-        "labels": json.dumps(dict(principal.labels), sort_keys=True),
-        "skills": json.dumps(list(session.skills) if session else []),
-        "plugins": json.dumps(list(session.plugins) if session else []),
-        "client_session": client_session(call.headers),
-        "endpoint": call.endpoint[-40:],
+        **(call.attribution or attribution(call)),
         "model_alias": call.alias[:200],
         "downgraded_from": call.downgraded_from,
         "deployment": deployment.id if deployment else None,
@@ -121,6 +107,30 @@ def usage_row(
         "latency_ms": elapsed_ms(call.started),
         "created_at": now,
     }
+
+
+def attribution(call: Call) -> dict[str, Any]:
+    """The fields of the call's usage row that its principal and request decide (made once a
+    call: a budgeted call's reservation holds a row too)."""
+    principal = call.principal
+    assert principal is not None
+    session = principal.session
+    call.attribution = {
+        "request_id": call.request_id,
+        "org_id": principal.org_id,
+        "session_id": principal.session_id,
+        "key_id": principal.key_id,
+        "user_id": (session.user_id if session else None) or principal.user_id,
+        "team_id": session.team_id if session else None,
+        "project": session.project if session else None,
+        "repository": session.repository if session else None,
+        "labels": json.dumps(dict(principal.labels), sort_keys=True),
+        "skills": json.dumps(list(session.skills) if session else []),
+        "plugins": json.dumps(list(session.plugins) if session else []),
+        "client_session": client_session(call.headers),
+        "endpoint": call.endpoint[-40:],
+    }
+    return call.attribution
 
 
 def call_record(call: Call, row: dict[str, Any], usage: Usage) -> CallRecord:

@@ -1,35 +1,50 @@
-"""Insert many rows of one table in one transaction, without SQLAlchemy's per-row work.
+"""Writes on a hot path, without SQLAlchemy's per-row and per-statement work.
 
-For tables written on a hot path (usage rows: one per LLM call). SQLAlchemy's executemany
-processes every parameter of every row in Python and, on SQLite, crosses to aiosqlite's thread
-once per statement (BEGIN, INSERT, COMMIT). Here a batch costs:
+For the tables written once or twice per LLM call (usage rows, budget reservations and
+counters). SQLAlchemy's executemany processes every parameter of every row in Python and, on
+SQLite, crosses to aiosqlite's thread once per statement (BEGIN, INSERT, COMMIT). Here a
+transaction costs:
 
-- SQLite: one hop to a thread of our own, which runs ``BEGIN IMMEDIATE``, the ``executemany``
-  and ``COMMIT`` on its own ``sqlite3`` connection to the same file, under the store's write
-  lock (SQLite has one writer; the lock queues us with the store's other writers in process);
-- PostgreSQL: one ``executemany`` of asyncpg (one prepared statement, pipelined, atomic) on a
-  pooled connection.
+- SQLite: one hop to a thread of our own, which runs ``BEGIN IMMEDIATE``, the statements and
+  ``COMMIT`` on its own ``sqlite3`` connection to the same file, under the store's write lock
+  (SQLite has one writer; the lock queues us with the store's other writers in process);
+- PostgreSQL: asyncpg's ``executemany`` (one prepared statement, pipelined) and ``fetch`` on a
+  connection the writer keeps (no pool checkout and no ping per transaction), in one
+  transaction.
 
-Values go through the column types' own bind processors for the dialect, so what is stored is
-byte for byte what SQLAlchemy would store (timestamps above all). A row that conflicts on
-``key`` is skipped, which makes a retried batch harmless.
+``RowInsert`` turns rows into parameters through the column types' own bind processors, so what
+is stored is byte for byte what SQLAlchemy would store (timestamps above all).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
-from sqlalchemy import Table
+from sqlalchemy import Table, make_url
 
 from pilothouse.errors import StoreUnavailable
-from pilothouse.store.engine import Store, unavailable_as
+from pilothouse.store.engine import Store
 
-DRIVER_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DRIVER_FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. the server ended the connection while it was idle
+    OSError,
+    TimeoutError,
+)
+LOST_CONNECTION = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+)
 Statement = tuple[str, list[tuple[Any, ...]]]
 """SQL with ``?`` placeholders and the parameter tuples to execute it with."""
 
@@ -55,13 +70,18 @@ def open_sqlite(store: Store) -> sqlite3.Connection:
     return conn
 
 
+def _asyncpg_dsn(url: str) -> str:
+    """The store's SQLAlchemy URL as a DSN asyncpg takes."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 class OwnWriter:
     """A hot-path writer's own way into the store, one transaction at a time.
 
     SQLite: a ``sqlite3`` connection of its own on a thread of its own, the transaction taken
     with ``BEGIN IMMEDIATE`` under the store's writer queue (one thread hop per transaction).
-    PostgreSQL: a pooled asyncpg connection inside a transaction. Either way a failure of the
-    driver is raised as StoreUnavailable and the transaction is rolled back.
+    PostgreSQL: an asyncpg connection of its own. Either way a failure of the driver is raised
+    as StoreUnavailable and the transaction is rolled back.
     """
 
     def __init__(self, store: Store, name: str) -> None:
@@ -69,6 +89,7 @@ class OwnWriter:
         self._name = name
         self._thread: ThreadPoolExecutor | None = None
         self._sqlite: sqlite3.Connection | None = None
+        self._pg: asyncpg.Connection | None = None
 
     async def sqlite(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """Run ``work`` on the thread, inside one transaction committed after it."""
@@ -79,20 +100,43 @@ class OwnWriter:
             await loop.run_in_executor(self._thread, self._sqlite_transaction, work)
 
     async def postgres(self, work: Callable[[Any], Awaitable[None]]) -> None:
-        """Await ``work(asyncpg connection)`` inside one transaction committed after it."""
-        with unavailable_as("written"):
-            async with self._store.engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                driver = raw.driver_connection
-                assert driver is not None
-                try:
-                    async with driver.transaction():
-                        await work(driver)
-                except DRIVER_FAILURES as exc:
+        """Await ``work(asyncpg connection)`` inside one transaction committed after it
+        (``work`` may be run twice: it must start from its inputs each time).
+
+        The writer keeps one connection of its own (no pool checkout, no ping per
+        transaction); a failure of the driver drops it, and the next transaction connects
+        again."""
+        for attempt in (1, 2):
+            committing = False
+            try:
+                conn = self._pg
+                if conn is None or conn.is_closed():
+                    conn = self._pg = await asyncpg.connect(
+                        _asyncpg_dsn(self._store.url), timeout=5, command_timeout=30
+                    )
+                async with conn.transaction():
+                    await work(conn)
+                    committing = True
+                return
+            except DRIVER_FAILURES as exc:
+                await self._drop_postgres()
+                # A connection that died while idle (the server restarted, say) is replaced
+                # and the transaction run again; never once COMMIT was sent (it may have
+                # committed).
+                if committing or attempt == 2 or not isinstance(exc, LOST_CONNECTION):
                     raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
 
+    async def _drop_postgres(self) -> None:
+        conn, self._pg = self._pg, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
     async def close(self) -> None:
-        """Close the SQLite connection and its thread (idempotent)."""
+        """Close the writer's connection, and on SQLite its thread (idempotent)."""
+        conn, self._pg = self._pg, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(*DRIVER_FAILURES):
+                await conn.close(timeout=5)
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
@@ -120,60 +164,25 @@ class OwnWriter:
             conn.close()
 
 
-class BulkInsert:
-    """``await insert(rows)`` writes ``rows`` (mappings with every column) atomically."""
+class RowInsert:
+    """The ``INSERT`` of whole rows of ``table``, skipping a row whose ``key`` exists, and each
+    row as the driver's parameters (through the columns' own bind processors for the dialect,
+    so what is stored is byte for byte what SQLAlchemy would store)."""
 
     def __init__(self, store: Store, table: Table, key: str) -> None:
-        self._store = store
         dialect = store.engine.dialect
         self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
             (c.name, c.type.bind_processor(dialect)) for c in table.columns
         ]
         names = ", ".join(name for name, _ in self._columns)
-        if store.dialect == "sqlite":
-            marks = ", ".join("?" for _ in self._columns)
-        else:
-            marks = ", ".join(f"${i}" for i in range(1, len(self._columns) + 1))
-        self._sql = (
+        marks = ", ".join("?" for _ in self._columns)
+        self.sql = (
             f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
         )
-        self._writer = OwnWriter(store, "bulk-insert")
-
-    @property
-    def sql(self) -> str:
-        """The INSERT (``?`` placeholders on SQLite, ``$n`` on PostgreSQL)."""
-        return self._sql
+        """The statement, with ``?`` placeholders (``numbered`` makes them PostgreSQL's)."""
 
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        """``row`` as the driver's parameters, in column order."""
+        """``row`` (a mapping with every column) as the driver's parameters, in column order."""
         return tuple(
             row[name] if process is None else process(row[name]) for name, process in self._columns
         )
-
-    async def __call__(
-        self, rows: Sequence[Mapping[str, Any]], then: Sequence[Statement] = ()
-    ) -> None:
-        """Insert ``rows``, then run each of ``then`` (SQL with ``?`` placeholders, executed
-        once per parameter tuple), all in one transaction; raise StoreUnavailable if it did not
-        commit."""
-        values = [self.values(row) for row in rows]
-        steps = [(self._sql, values), *((sql, params) for sql, params in then if params)]
-        if self._store.dialect == "postgresql":
-            pg_steps = [(numbered(sql), params) for sql, params in steps]
-
-            async def write_pg(driver: Any) -> None:
-                for sql, params in pg_steps:
-                    await driver.executemany(sql, params)
-
-            await self._writer.postgres(write_pg)
-            return
-
-        def write_sqlite(conn: sqlite3.Connection) -> None:
-            for sql, params in steps:
-                conn.executemany(sql, params)
-
-        await self._writer.sqlite(write_sqlite)
-
-    async def close(self) -> None:
-        """Close the SQLite connection and its thread (idempotent)."""
-        await self._writer.close()

@@ -50,11 +50,12 @@ class GroupCommit(Generic[T]):
         if self._task is None:
             raise StoreUnavailable(f"the {self.name} writer is not running")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # If the caller went away (a cancelled request), nobody else reads the outcome.
+        # A caller that goes away (a cancelled request) cancels only its future: the item is
+        # written with its batch all the same. If the outcome came first, nobody reads it.
         future.add_done_callback(_consume)
         self._pending.append((item, future))
         self._wake.set()
-        await asyncio.shield(future)
+        await future
 
     async def _write(self, items: list[T]) -> None:
         """Write ``items`` in one transaction (raise StoreUnavailable if it did not commit)."""

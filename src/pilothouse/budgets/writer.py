@@ -1,0 +1,297 @@
+"""The ledger's writer: one group-committed transaction per tick for all the hot path writes.
+
+Callers queue what they need written: a call about to be forwarded its reservation, a call that
+ended its usage row and the settlement of its reservation, a call that was never forwarded the
+release of its reservation. A tick takes everything queued since the last one and, in one
+transaction:
+
+1. ends the reservations of the calls that ended: ``DELETE ... RETURNING`` says which still
+   existed, so a reservation settled before, or taken by the sweeper, changes nothing
+   (settlement is idempotent by request id);
+2. inserts the ended calls' usage rows (a row whose request id exists is skipped);
+3. creates the counters the new reservations need (the first time this writer sees each),
+   then reads and locks every counter the tick touches (PostgreSQL: ``SELECT ... FOR UPDATE``
+   in key order, budget counters before rate counters, as the sweeper does, so replicas queue
+   instead of deadlocking; SQLite: the tick holds the database's one write lock);
+4. moves the ended reservations from reserved to spent (or, released, back to nothing), then
+   decides the new reservations in arrival order (``budgets/reserve.py``);
+5. writes each changed counter once and inserts the admitted reservations.
+
+Each caller resumes when its tick has committed: a reservation is durable before its call is
+forwarded, and a usage row before the call's end is told to the client (invariant 3). Ending
+calls and reserving new ones in the same transaction costs one commit per tick, not two.
+
+The tick is written once, as a generator of statements (``Tick.steps``), and run by either
+engine: on SQLite on a thread of its own with its own ``sqlite3`` connection (one hop per tick),
+on PostgreSQL on one pooled asyncpg connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Generator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from pilothouse.budgets.reserve import Ask, BudgetKey, Counter, Reservation, decide
+from pilothouse.budgets.tables import budget_reservations
+from pilothouse.gateway.tables import usage_records
+from pilothouse.store.bulk import OwnWriter, RowInsert, numbered
+from pilothouse.store.engine import Store
+from pilothouse.store.group import GroupCommit
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A call that ended: its usage row (None if it was never forwarded: a release) and what
+    was reserved for it."""
+
+    row: dict[str, Any] | None
+    reservation: Reservation | None
+
+
+Item = Ask | Ended
+
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """Run ``sql`` once per parameter tuple."""
+
+    sql: str
+    params: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Run ``sql`` once; the rows it returns are sent back into the tick."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+Step = Many | Rows
+KNOWN_COUNTERS_MAX = 100_000
+
+# A budget deleted since the cache read it gets no counter, and the call is not held to it.
+NEW_BUDGET_COUNTER = (
+    "INSERT INTO budget_counters (budget_id, window_start, spent_picos, reserved_picos, calls)"
+    " SELECT ?, ?, 0, 0, 0 WHERE EXISTS (SELECT 1 FROM budgets WHERE id = ?)"
+    " ON CONFLICT DO NOTHING"
+)
+NEW_RATE_COUNTER = (
+    "INSERT INTO rate_counters (key, count, expires_at) VALUES (?, 0, ?) ON CONFLICT DO NOTHING"
+)
+SET_BUDGET_COUNTER = (
+    "UPDATE budget_counters SET spent_picos = ?, reserved_picos = ?, calls = ?"
+    " WHERE budget_id = ? AND window_start = ?"
+)
+SET_RATE_COUNTER = "UPDATE rate_counters SET count = ? WHERE key = ?"
+
+# SQLite takes a list as one JSON parameter; PostgreSQL as arrays.
+END_RESERVATIONS = {
+    "sqlite": "DELETE FROM budget_reservations WHERE request_id IN"
+    " (SELECT value FROM json_each(?)) RETURNING request_id",
+    "postgresql": "DELETE FROM budget_reservations WHERE request_id = ANY($1::text[])"
+    " RETURNING request_id",
+}
+READ_BUDGET_COUNTERS = {
+    "sqlite": "SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
+    " FROM budget_counters WHERE (budget_id, window_start) IN"
+    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+    "postgresql": "SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
+    " FROM budget_counters WHERE (budget_id, window_start) IN"
+    " (SELECT * FROM unnest($1::text[], $2::bigint[]))"
+    " ORDER BY budget_id, window_start FOR UPDATE",
+}
+READ_RATE_COUNTERS = {
+    "sqlite": "SELECT key, count FROM rate_counters WHERE key IN (SELECT value FROM json_each(?))",
+    "postgresql": "SELECT key, count FROM rate_counters WHERE key = ANY($1::text[])"
+    " ORDER BY key FOR UPDATE",
+}
+
+
+class Tick:
+    """One transaction's worth of queued items, as the statements that write it."""
+
+    def __init__(
+        self,
+        items: list[Item],
+        dialect: str,
+        usage: RowInsert,
+        held: RowInsert,
+        known: set[BudgetKey],
+    ) -> None:
+        self._dialect = dialect
+        self._usage = usage
+        self._held = held
+        self._known = known
+        self.asks = [item for item in items if isinstance(item, Ask)]
+        self.ended = [item for item in items if isinstance(item, Ended)]
+        self.created: list[BudgetKey] = []  # counters made (or found) by this tick
+
+    def _list(self, values: list[str]) -> tuple[Any, ...]:
+        return (orjson.dumps(values).decode(),) if self._dialect == "sqlite" else (values,)
+
+    def steps(self) -> Generator[Step, list[Any], None]:
+        """The tick's statements in order; ``Rows`` steps are sent their rows back."""
+        dialect = self._dialect
+        ending = {
+            e.reservation.request_id: (e.row, e.reservation)
+            for e in self.ended
+            if e.reservation is not None
+        }
+        gone: list[tuple[dict[str, Any] | None, Reservation]] = []
+        if ending:  # first, so a sweeper holding one of them is waited for before anything else
+            found = yield Rows(END_RESERVATIONS[dialect], self._list(sorted(ending)))
+            gone = [ending[row[0]] for row in found]
+        rows = [e.row for e in self.ended if e.row is not None]
+        if rows:
+            yield Many(self._usage.sql, [self._usage.values(row) for row in rows])
+
+        asked = {key for ask in self.asks for _, key in ask.budgets}
+        new_rates = sorted({(r.key, r.expires_at) for ask in self.asks for r in ask.rates})
+        # A counter, once made, stays until its budget is deleted (then it is not wanted).
+        self.created = sorted(asked - self._known)
+        if self.created:
+            yield Many(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in self.created])
+        if new_rates:
+            yield Many(NEW_RATE_COUNTER, new_rates)
+        budget_keys = sorted(asked | {k for _, r in gone for k in r.charges})
+        rate_keys = sorted(
+            {key for key, _ in new_rates} | {c.key for _, r in gone for c in r.rate_charges}
+        )
+        spent: dict[BudgetKey, Counter] = {}
+        if budget_keys:
+            if dialect == "sqlite":
+                params: tuple[Any, ...] = (orjson.dumps(budget_keys).decode(),)
+            else:
+                params = ([k[0] for k in budget_keys], [k[1] for k in budget_keys])
+            found = yield Rows(READ_BUDGET_COUNTERS[dialect], params)
+            spent = {(r[0], r[1]): [r[2], r[3], r[4]] for r in found}
+        rates: dict[str, int] = {}
+        if rate_keys:
+            found = yield Rows(READ_RATE_COUNTERS[dialect], self._list(rate_keys))
+            rates = {r[0]: r[1] for r in found}
+        before_budgets = {k: tuple(v) for k, v in spent.items()}
+        before_rates = dict(rates)
+
+        for row, reservation in gone:
+            _end(row, reservation, spent, rates)
+        decide(self.asks, spent, rates)
+
+        changed = [(*v, *k) for k, v in spent.items() if tuple(v) != before_budgets[k]]
+        if changed:
+            yield Many(SET_BUDGET_COUNTER, sorted(changed, key=lambda c: (c[3], c[4])))
+        moved = [(n, k) for k, n in rates.items() if n != before_rates[k]]
+        if moved:
+            yield Many(SET_RATE_COUNTER, sorted(moved, key=lambda c: c[1]))
+        admitted = [self._held.values(ask.row) for ask in self.asks if ask.refusal is None]
+        if admitted:
+            yield Many(self._held.sql, admitted)
+
+
+def _end(
+    row: dict[str, Any] | None,
+    reservation: Reservation,
+    spent: dict[BudgetKey, Counter],
+    rates: dict[str, int],
+) -> None:
+    """Settle a call's reservation to its usage ``row`` (None: release it) on the counters."""
+    for key in reservation.charges:
+        counter = spent.get(key)
+        if counter is None:  # its budget was deleted
+            continue
+        counter[1] -= reservation.amount_picos
+        if row is not None:
+            counter[0] += row["cost_picos"]
+            counter[2] += 1
+    tokens = _tokens(row) if row is not None else 0
+    for rate in reservation.rate_charges:
+        if rate.key in rates:  # a past minute's counter may be gone
+            rates[rate.key] += rate.settled(tokens) if row is not None else -rate.taken
+
+
+def _tokens(row: dict[str, Any]) -> int:
+    """Every token of a call, as the per-minute token limits count them."""
+    return int(
+        row["input_tokens"]
+        + row["output_tokens"]
+        + row["cache_read_tokens"]
+        + row["cache_write_tokens"]
+    )
+
+
+class LedgerWriter(GroupCommit[Item]):
+    """Group-commits usage rows, reservations, settlements and releases (see the module)."""
+
+    name = "ledger"
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self._dialect = store.dialect
+        self._usage = RowInsert(store, usage_records, key="request_id")
+        self._held = RowInsert(store, budget_reservations, key="request_id")
+        self._writer = OwnWriter(store, "ledger")
+        self._known: set[BudgetKey] = set()  # budget counters known to exist
+
+    async def record(self, row: dict[str, Any], reservation: Reservation | None = None) -> None:
+        """Write a call's usage ``row``, settling its ``reservation`` to the row's cost; return
+        once committed (raise StoreUnavailable if not)."""
+        await self.submit(Ended(row, reservation))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Give back the reservation of a call that was never forwarded (no usage row)."""
+        await self.submit(Ended(None, reservation))
+
+    async def reserve(self, ask: Ask) -> None:
+        """Decide ``ask``; return once its tick committed (``ask.refusal`` says if refused)."""
+        await self.submit(ask)
+
+    async def _write(self, items: list[Item]) -> None:
+        tick = Tick(items, self._dialect, self._usage, self._held, self._known)
+        if self._dialect == "postgresql":
+            await self._writer.postgres(lambda driver: _run_postgres(driver, tick))
+        else:
+            await self._writer.sqlite(lambda conn: _run_sqlite(conn, tick))
+        if len(self._known) > KNOWN_COUNTERS_MAX:
+            self._known.clear()
+        self._known.update(tick.created)
+
+    async def _close(self) -> None:
+        await self._writer.close()
+
+
+def _run_sqlite(conn: sqlite3.Connection, tick: Tick) -> None:
+    steps = tick.steps()
+    try:
+        step = next(steps)
+        while True:
+            if isinstance(step, Many):
+                conn.executemany(step.sql, step.params)
+                step = next(steps)
+            else:
+                step = steps.send(conn.execute(step.sql, step.params).fetchall())
+    except StopIteration:
+        pass
+
+
+async def _run_postgres(driver: Any, tick: Tick) -> None:
+    steps = tick.steps()
+    try:
+        step = next(steps)
+        while True:
+            if isinstance(step, Many):
+                await driver.executemany(_numbered(step.sql), step.params)
+                step = next(steps)
+            else:
+                step = steps.send(await driver.fetch(step.sql, *step.params))
+    except StopIteration:
+        pass
+
+
+@lru_cache(maxsize=64)
+def _numbered(sql: str) -> str:
+    return numbered(sql)
