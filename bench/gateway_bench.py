@@ -221,13 +221,24 @@ def _print_progress(cell: Cell) -> None:
 def measure_all(
     targets: Sequence[tg.Target], upstream: tg.Target, opts: Options, totals: dict[str, Totals]
 ) -> list[Cell]:
-    """Every mode and concurrency; the targets take turns within each, cell by cell."""
-    return [
-        measure_cell(target, upstream, opts, mode, concurrency, totals)
-        for mode in opts.modes
-        for concurrency in opts.concurrency
-        for target in targets
-    ]
+    """Every mode and concurrency; the targets take turns within each, cell by cell, for
+    --rounds rounds; each cell reported is the target's round of median calls/s (this
+    machine's speed drifts by tens of percent over minutes: alternating short rounds
+    compares targets under the same drift)."""
+    cells = []
+    for mode in opts.modes:
+        for concurrency in opts.concurrency:
+            rounds: dict[str, list[Cell]] = {t.name: [] for t in targets}
+            for _ in range(opts.rounds):
+                for target in targets:
+                    cell = measure_cell(target, upstream, opts, mode, concurrency, totals)
+                    rounds[target.name].append(cell)
+            for target in targets:
+                measured = sorted(rounds[target.name], key=lambda c: c.rps)
+                median = measured[(len(measured) - 1) // 2]
+                median.round_rps = [c.rps for c in rounds[target.name]]
+                cells.append(median)
+    return cells
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -405,6 +416,17 @@ def parse_args(argv: Sequence[str]) -> Options:
         "--profile", action="store_true", help="py-spy Pilothouse in a non-stream c=32 run"
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure every cell this many times, the targets taking turns; report the median",
+    )
+    parser.add_argument(
+        "--profile-target",
+        default="pilothouse",
+        help="with --profile: which Pilothouse target (pilothouse-budgets, say) is profiled",
+    )
+    parser.add_argument(
         "--profile-concurrency",
         type=int,
         nargs="+",
@@ -530,14 +552,14 @@ def main(argv: Sequence[str]) -> int:
             by_name = {t.name: t for t in targets}
             peaks = {t.name: t.process.memory_kib() for t in targets if t.process}
             profiles = []
-            if opts.profile and "pilothouse" in by_name:
+            if opts.profile and opts.profile_target in by_name:
                 spy = py_spy_binary(venv or opts.cache_dir / "venv")
                 if spy is None:
                     print("! --profile: no py-spy (the bench venv has it: run once with litellm)")
                 else:
                     profiles = [
                         profile_pilothouse(
-                            by_name["pilothouse"], upstream, opts, spy, workdir, totals, conc
+                            by_name[opts.profile_target], upstream, opts, spy, workdir, totals, conc
                         )
                         for conc in opts.profile_concurrency
                     ]

@@ -32,6 +32,7 @@ class Cell:
     attempts: int = 1
     others: list[tuple[str, float]] = field(default_factory=list)
     store_cpu_s: float = 0.0  # PostgreSQL's server processes, over the measured window
+    round_rps: list[float] = field(default_factory=list)  # calls/s of each round (--rounds)
 
     @property
     def rps(self) -> float:
@@ -96,6 +97,8 @@ class Options:
     postgres: str | None
     profile: bool
     profile_concurrency: list[int]
+    profile_target: str
+    rounds: int
     gc_freeze: bool
     budgets: bool
     retries: int

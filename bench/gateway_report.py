@@ -339,6 +339,10 @@ BUDGET_TARGET_P50_MS = 0.5
 BUDGET_PAIRS = (("pilothouse", "pilothouse-budgets"), ("pilothouse-pg", "pilothouse-pg-budgets"))
 
 
+def _rounds(cell: Cell) -> str:
+    return " ".join(f"{rps:,.0f}" for rps in cell.round_rps)
+
+
 def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
     """What budget enforcement adds: each store with budgets on four scopes against none."""
     index = _index(cells)
@@ -353,21 +357,25 @@ def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
                 mark = ""
                 if conc == TARGET_CONCURRENCY:
                     mark = " " + _mark(added <= BUDGET_TARGET_P50_MS)
-                lines.append(
+                line = (
                     f"| {plain} | {mode} | {conc} | {p.rps:,.0f} | {b.rps:,.0f} "
                     f"| {_ratio(b.rps, p.rps)} | {p.result.p50_ms:.2f} / {b.result.p50_ms:.2f} "
                     f"| {added:+.2f}{mark} | {p.cpu_us_per_call:,.0f} / {b.cpu_us_per_call:,.0f} |"
                 )
+                if opts.rounds > 1:
+                    line += f" {_rounds(p)} / {_rounds(b)} |"
+                lines.append(line)
     if not lines:
         return
     print(
         f"\n### Budget enforcement (target: at most {BUDGET_TARGET_P50_MS:g} ms added p50 at"
         f" c={TARGET_CONCURRENCY})\n"
     )
+    rounds = " calls/s of each round, without / with |" if opts.rounds > 1 else ""
     print(
         "| store | mode | c | calls/s without | calls/s with | ratio | p50 ms without / with "
-        "| added p50 ms | CPU µs/call without / with |"
+        f"| added p50 ms | CPU µs/call without / with |{rounds}"
     )
-    print("|---|---|---:|---:|---:|---:|---|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---|---:|---|" + ("---|" if rounds else ""))
     for line in lines:
         print(line)
