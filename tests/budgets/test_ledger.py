@@ -309,6 +309,36 @@ async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transact
     }
 
 
+async def test_a_call_cancelled_while_its_reservation_is_decided_gives_it_back(
+    services: Services, api: Api
+) -> None:
+    """A client that goes away while its call waits for the reservation's transaction: the
+    call is never forwarded, so what was admitted for it is released at once (not left to
+    expire and be swept as if it had been spent)."""
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    ledger = services.ledger
+    assert ledger is not None
+    applicable = await ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    row = await _usage_row(services, "req_gone", 0)
+    call = asyncio.create_task(ledger.reserve(applicable, "req_gone", 500, row))
+    await asyncio.sleep(0)  # its reservation is queued
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    # The reservation's transaction was under way: its release goes with the next one.
+    await ledger.record(await _usage_row(services, "req_next", 7))
+    async with services.store.read() as conn:  # it was admitted: its counter was made
+        assert await conn.scalar(select(func.count()).select_from(budget_counters)) == 1
+    assert await reservations(services) == 0
+    assert await counter(services, budget) == {"spent_picos": 0, "reserved_picos": 0, "calls": 0}
+    assert [r["request_id"] for r in await rows(services)] == ["req_next"]
+
+
 async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost(
     services: Services, api: Api, clock: MutableClock
 ) -> None:

@@ -175,8 +175,9 @@ class Ledger:
             "expires_at": now + self._ttl,
             "created_at": now,
         }
-        ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now)
-        await self._writer.reserve(ask)
+        held = Reservation(request_id, amount_picos, charges, rate_charges)
+        ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held)
+        await self._writer.reserve(ask)  # a caller gone meanwhile: the writer releases it
         if ask.refusal is not None:
             raise ask.refusal
         self._live.add(request_id)

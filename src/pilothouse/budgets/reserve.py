@@ -129,6 +129,7 @@ class Ask:
     rates: list[RateAsk]
     row: dict[str, Any]  # the budget_reservations row
     now: datetime
+    held: Reservation  # what to settle or release if admitted
     counts: list[int] = field(default_factory=list)  # each rate counter once admitted
     refusal: PilothouseError | None = None
 

@@ -260,6 +260,13 @@ class LedgerWriter(GroupCommit[Item]):
             self._known.clear()
         self._known.update(tick.created)
 
+    def _abandoned(self, items: list[Item]) -> None:
+        # A call cancelled while its reservation was being decided (its client went away)
+        # will never be forwarded: give back what was admitted, now, not at its expiry.
+        for item in items:
+            if isinstance(item, Ask) and item.refusal is None:
+                self._enqueue(Ended(None, item.held))
+
     async def _close(self) -> None:
         await self._writer.close()
 

@@ -57,6 +57,16 @@ class GroupCommit(Generic[T]):
         self._wake.set()
         await future
 
+    def _enqueue(self, item: T) -> None:
+        """Queue ``item`` for the next batch without waiting for it (nobody hears the outcome)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._pending.append((item, future))
+        self._wake.set()
+
+    def _abandoned(self, items: list[T]) -> None:
+        """``items`` were written, but their callers went away before hearing so."""
+
     async def _write(self, items: list[T]) -> None:
         """Write ``items`` in one transaction (raise StoreUnavailable if it did not commit)."""
         raise NotImplementedError
@@ -86,9 +96,14 @@ class GroupCommit(Generic[T]):
                 if not future.done():
                     future.set_exception(exc)
             return
-        for _, future in batch:
-            if not future.done():
+        abandoned = []
+        for item, future in batch:
+            if future.cancelled():
+                abandoned.append(item)
+            elif not future.done():
                 future.set_result(None)
+        if abandoned:
+            self._abandoned(abandoned)
 
 
 def _consume(future: asyncio.Future[None]) -> None:
