@@ -140,9 +140,8 @@ async def test_the_writer_survives_a_tick_it_cannot_build(services: Services) ->
     writer = LedgerWriter(services.store)
     writer.start()
     try:
-        broken = _row(org, "req_broken")
-        del broken["latency_ms"]
-        with pytest.raises(StoreUnavailable, match="ledger not written"):
+        broken = _row(org, "req_broken", latency_ms=object())  # no driver takes it
+        with pytest.raises(StoreUnavailable, match=r"(not|cannot be) written"):
             await writer.record(broken)
         await writer.record(_row(org, "req_fine"))  # the writer still runs
     finally:

@@ -90,27 +90,54 @@ SET_BUDGET_COUNTER = (
 )
 SET_RATE_COUNTER = "UPDATE rate_counters SET count = ? WHERE key = ?"
 
-# SQLite takes a list as one JSON parameter; PostgreSQL as arrays.
-END_RESERVATIONS = {
-    "sqlite": "DELETE FROM budget_reservations WHERE request_id IN"
-    " (SELECT value FROM json_each(?)) RETURNING request_id",
-    "postgresql": "DELETE FROM budget_reservations WHERE request_id = ANY($1::text[])"
-    " RETURNING request_id",
-}
-READ_BUDGET_COUNTERS = {
-    "sqlite": "SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
+# SQLite: lists travel as one JSON parameter.
+END_RESERVATIONS = (
+    "DELETE FROM budget_reservations WHERE request_id IN"
+    " (SELECT value FROM json_each(?)) RETURNING request_id"
+)
+READ_BUDGET_COUNTERS = (
+    "SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
     " FROM budget_counters WHERE (budget_id, window_start) IN"
-    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-    "postgresql": "SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
+    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+)
+READ_RATE_COUNTERS = (
+    "SELECT key, count FROM rate_counters WHERE key IN (SELECT value FROM json_each(?))"
+)
+
+# PostgreSQL: a tick is at most BEGIN, READ_POSTGRES, WRITE_POSTGRES and COMMIT (every step of
+# a round trip: rows travel as one JSON parameter each, statements are combined as CTEs); a
+# tick of usage rows alone is one INSERT, atomic by itself.
+INSERT_USAGE_POSTGRES = (
+    "INSERT INTO usage_records SELECT * FROM jsonb_populate_recordset(NULL::usage_records, $1)"
+    " ON CONFLICT (request_id) DO NOTHING"
+)
+READ_POSTGRES = (
+    "WITH gone AS (DELETE FROM budget_reservations WHERE request_id = ANY($1::text[])"
+    " RETURNING request_id),"
+    " used AS (INSERT INTO usage_records"
+    " SELECT * FROM jsonb_populate_recordset(NULL::usage_records, $2::jsonb)"
+    " ON CONFLICT (request_id) DO NOTHING)"
+    " SELECT g.ids, c.budget_id, c.window_start, c.spent_picos, c.reserved_picos, c.calls"
+    " FROM (SELECT coalesce(array_agg(request_id), '{}'::text[]) AS ids FROM gone) AS g"
+    " LEFT JOIN (SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
     " FROM budget_counters WHERE (budget_id, window_start) IN"
-    " (SELECT * FROM unnest($1::text[], $2::bigint[]))"
-    " ORDER BY budget_id, window_start FOR UPDATE",
-}
-READ_RATE_COUNTERS = {
-    "sqlite": "SELECT key, count FROM rate_counters WHERE key IN (SELECT value FROM json_each(?))",
-    "postgresql": "SELECT key, count FROM rate_counters WHERE key = ANY($1::text[])"
-    " ORDER BY key FOR UPDATE",
-}
+    " (SELECT * FROM unnest($3::text[], $4::bigint[]))"
+    " ORDER BY budget_id, window_start FOR UPDATE) AS c ON true"
+)
+WRITE_POSTGRES = (
+    "WITH b AS (UPDATE budget_counters AS c"
+    " SET spent_picos = v.s, reserved_picos = v.r, calls = v.n"
+    " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])"
+    " AS v(id, ws, s, r, n) WHERE c.budget_id = v.id AND c.window_start = v.ws),"
+    " r AS (UPDATE rate_counters AS c SET count = v.n"
+    " FROM unnest($6::text[], $7::bigint[]) AS v(k, n) WHERE c.key = v.k)"
+    " INSERT INTO budget_reservations"
+    " SELECT * FROM jsonb_populate_recordset(NULL::budget_reservations, $8::jsonb)"
+    " ON CONFLICT (request_id) DO NOTHING"
+)
+READ_RATE_COUNTERS_POSTGRES = (
+    "SELECT key, count FROM rate_counters WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE"
+)
 
 
 class Tick:
@@ -132,49 +159,37 @@ class Tick:
         self.ended = [item for item in items if isinstance(item, Ended)]
         self.created: list[BudgetKey] = []  # counters made (or found) by this tick
 
-    def _list(self, values: list[str]) -> tuple[Any, ...]:
-        return (orjson.dumps(values).decode(),) if self._dialect == "sqlite" else (values,)
+    @property
+    def needs_transaction(self) -> bool:
+        """Whether the tick is more than one statement (usage rows alone are one)."""
+        return (
+            self._dialect != "postgresql"
+            or bool(self.asks)
+            or any(e.reservation is not None for e in self.ended)
+        )
 
     def steps(self) -> Generator[Step, list[Any], None]:
         """The tick's statements in order; ``Rows`` steps are sent their rows back."""
-        dialect = self._dialect
         ending = {
             e.reservation.request_id: (e.row, e.reservation)
             for e in self.ended
             if e.reservation is not None
         }
-        gone: list[tuple[dict[str, Any] | None, Reservation]] = []
-        if ending:  # first, so a sweeper holding one of them is waited for before anything else
-            found = yield Rows(END_RESERVATIONS[dialect], self._list(sorted(ending)))
-            gone = [ending[row[0]] for row in found]
         rows = [e.row for e in self.ended if e.row is not None]
-        if rows:
-            yield Many(self._usage.sql, [self._usage.values(row) for row in rows])
-
+        if self._dialect == "postgresql" and not self.needs_transaction:
+            if rows:
+                yield Many(INSERT_USAGE_POSTGRES, [(_json(rows),)])
+            return
         asked = {key for ask in self.asks for _, key in ask.budgets}
         new_rates = sorted({(r.key, r.expires_at) for ask in self.asks for r in ask.rates})
         # A counter, once made, stays until its budget is deleted (then it is not wanted).
         self.created = sorted(asked - self._known)
-        if self.created:
-            yield Many(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in self.created])
-        if new_rates:
-            yield Many(NEW_RATE_COUNTER, new_rates)
-        budget_keys = sorted(asked | {k for _, r in gone for k in r.charges})
-        rate_keys = sorted(
-            {key for key, _ in new_rates} | {c.key for _, r in gone for c in r.rate_charges}
-        )
-        spent: dict[BudgetKey, Counter] = {}
-        if budget_keys:
-            if dialect == "sqlite":
-                params: tuple[Any, ...] = (orjson.dumps(budget_keys).decode(),)
-            else:
-                params = ([k[0] for k in budget_keys], [k[1] for k in budget_keys])
-            found = yield Rows(READ_BUDGET_COUNTERS[dialect], params)
-            spent = {(r[0], r[1]): [r[2], r[3], r[4]] for r in found}
-        rates: dict[str, int] = {}
-        if rate_keys:
-            found = yield Rows(READ_RATE_COUNTERS[dialect], self._list(rate_keys))
-            rates = {r[0]: r[1] for r in found}
+        if self._dialect == "postgresql":
+            read = self._read_postgres(ending, rows, asked, new_rates)
+        else:
+            read = self._read_sqlite(ending, rows, asked, new_rates)
+        gone_ids, spent, rates = yield from read
+        gone = [ending[request_id] for request_id in gone_ids]
         before_budgets = {k: tuple(v) for k, v in spent.items()}
         before_rates = dict(rates)
 
@@ -182,15 +197,105 @@ class Tick:
             _end(row, reservation, spent, rates)
         decide(self.asks, spent, rates)
 
-        changed = [(*v, *k) for k, v in spent.items() if tuple(v) != before_budgets[k]]
+        changed = sorted(
+            (k, v) for k, v in spent.items() if tuple(v) != before_budgets.get(k, tuple(v))
+        )
+        moved = sorted((k, n) for k, n in rates.items() if n != before_rates.get(k, n))
+        admitted = [ask.row for ask in self.asks if ask.refusal is None]
+        if self._dialect == "postgresql":
+            if changed or moved or admitted:
+                yield Many(
+                    WRITE_POSTGRES,
+                    [
+                        (
+                            [k[0] for k, _ in changed],
+                            [k[1] for k, _ in changed],
+                            [v[0] for _, v in changed],
+                            [v[1] for _, v in changed],
+                            [v[2] for _, v in changed],
+                            [k for k, _ in moved],
+                            [n for _, n in moved],
+                            _json(admitted),
+                        )
+                    ],
+                )
+            return
         if changed:
-            yield Many(SET_BUDGET_COUNTER, sorted(changed, key=lambda c: (c[3], c[4])))
-        moved = [(n, k) for k, n in rates.items() if n != before_rates[k]]
+            yield Many(SET_BUDGET_COUNTER, [(*v, *k) for k, v in changed])
         if moved:
-            yield Many(SET_RATE_COUNTER, sorted(moved, key=lambda c: c[1]))
-        admitted = [self._held.values(ask.row) for ask in self.asks if ask.refusal is None]
+            yield Many(SET_RATE_COUNTER, [(n, k) for k, n in moved])
         if admitted:
-            yield Many(self._held.sql, admitted)
+            yield Many(self._held.sql, [self._held.values(row) for row in admitted])
+
+    def _read_sqlite(
+        self,
+        ending: dict[str, tuple[dict[str, Any] | None, Reservation]],
+        rows: list[dict[str, Any]],
+        asked: set[BudgetKey],
+        new_rates: list[tuple[str, int | None]],
+    ) -> Generator[Step, list[Any], tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]]:
+        """End the reservations, insert the usage rows, make and read the counters."""
+        gone_ids: list[str] = []
+        if ending:  # first, as on PostgreSQL
+            found = yield Rows(END_RESERVATIONS, (_json(sorted(ending)),))
+            gone_ids = [row[0] for row in found]
+        if rows:
+            yield Many(self._usage.sql, [self._usage.values(row) for row in rows])
+        if self.created:
+            yield Many(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in self.created])
+        if new_rates:
+            yield Many(NEW_RATE_COUNTER, new_rates)
+        budget_keys = sorted(asked | {k for i in gone_ids for k in ending[i][1].charges})
+        spent: dict[BudgetKey, Counter] = {}
+        if budget_keys:
+            found = yield Rows(READ_BUDGET_COUNTERS, (_json(budget_keys),))
+            spent = {(r[0], r[1]): [r[2], r[3], r[4]] for r in found}
+        rate_keys = {key for key, _ in new_rates}
+        rate_keys |= {c.key for i in gone_ids for c in ending[i][1].rate_charges}
+        rates: dict[str, int] = {}
+        if rate_keys:
+            found = yield Rows(READ_RATE_COUNTERS, (_json(sorted(rate_keys)),))
+            rates = {r[0]: r[1] for r in found}
+        return gone_ids, spent, rates
+
+    def _read_postgres(
+        self,
+        ending: dict[str, tuple[dict[str, Any] | None, Reservation]],
+        rows: list[dict[str, Any]],
+        asked: set[BudgetKey],
+        new_rates: list[tuple[str, int | None]],
+    ) -> Generator[Step, list[Any], tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]]:
+        """The same in one statement (two more the first time a counter is needed, one more
+        when rate limits apply). Every counter an ending reservation went to is locked, since
+        which of them still exist is learnt in the same statement."""
+        if self.created:
+            yield Many(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in self.created])
+        if new_rates:
+            yield Many(NEW_RATE_COUNTER, new_rates)
+        budget_keys = sorted(asked | {k for _, r in ending.values() for k in r.charges})
+        found = yield Rows(
+            READ_POSTGRES,
+            (
+                sorted(ending),
+                _json(rows),
+                [k[0] for k in budget_keys],
+                [k[1] for k in budget_keys],
+            ),
+        )
+        gone_ids: list[str] = list(found[0][0]) if found else []
+        spent = {(r[1], r[2]): [r[3], r[4], r[5]] for r in found if r[1] is not None}
+        rate_keys = {key for key, _ in new_rates}
+        rate_keys |= {c.key for _, r in ending.values() for c in r.rate_charges}
+        rates: dict[str, int] = {}
+        if rate_keys:
+            found = yield Rows(READ_RATE_COUNTERS_POSTGRES, (sorted(rate_keys),))
+            rates = {r[0]: r[1] for r in found}
+        return gone_ids, spent, rates
+
+
+def _json(values: list[Any]) -> str:
+    """Values (rows, keys) as one JSON parameter (timestamps in ISO 8601 with their offset)."""
+    return orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _end(
@@ -253,7 +358,9 @@ class LedgerWriter(GroupCommit[Item]):
     async def _write(self, items: list[Item]) -> None:
         tick = Tick(items, self._dialect, self._usage, self._held, self._known)
         if self._dialect == "postgresql":
-            await self._writer.postgres(lambda driver: _run_postgres(driver, tick))
+            await self._writer.postgres(
+                lambda driver: _run_postgres(driver, tick), transaction=tick.needs_transaction
+            )
         else:
             await self._writer.sqlite(lambda conn: _run_sqlite(conn, tick))
         if len(self._known) > KNOWN_COUNTERS_MAX:

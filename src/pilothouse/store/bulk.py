@@ -38,7 +38,8 @@ DRIVER_FAILURES = (
     OSError,
     TimeoutError,
 )
-LOST_CONNECTION = (
+RUN_AGAIN = (  # failures after which nothing was committed: the transaction can run again
+    asyncpg.DeadlockDetectedError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError,
     asyncpg.InterfaceError,
@@ -99,9 +100,12 @@ class OwnWriter:
         async with self._store.serial_writes():
             await loop.run_in_executor(self._thread, self._sqlite_transaction, work)
 
-    async def postgres(self, work: Callable[[Any], Awaitable[None]]) -> None:
+    async def postgres(
+        self, work: Callable[[Any], Awaitable[None]], *, transaction: bool = True
+    ) -> None:
         """Await ``work(asyncpg connection)`` inside one transaction committed after it
-        (``work`` may be run twice: it must start from its inputs each time).
+        (``work`` may be run twice: it must start from its inputs each time). Without
+        ``transaction``, ``work`` must be one statement that is harmless to run twice.
 
         The writer keeps one connection of its own (no pool checkout, no ping per
         transaction); a failure of the driver drops it, and the next transaction connects
@@ -114,6 +118,9 @@ class OwnWriter:
                     conn = self._pg = await asyncpg.connect(
                         _asyncpg_dsn(self._store.url), timeout=5, command_timeout=30
                     )
+                if not transaction:
+                    await work(conn)
+                    return
                 async with conn.transaction():
                     await work(conn)
                     committing = True
@@ -123,7 +130,7 @@ class OwnWriter:
                 # A connection that died while idle (the server restarted, say) is replaced
                 # and the transaction run again; never once COMMIT was sent (it may have
                 # committed).
-                if committing or attempt == 2 or not isinstance(exc, LOST_CONNECTION):
+                if committing or attempt == 2 or not isinstance(exc, RUN_AGAIN):
                     raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
 
     async def _drop_postgres(self) -> None:
