@@ -22,8 +22,10 @@ forwarded, and a usage row before the call's end is told to the client (invarian
 calls and reserving new ones in the same transaction costs one commit per tick, not two.
 
 The tick is written once, as a generator of statements (``Tick.steps``), and run by either
-engine: on SQLite on a thread of its own with its own ``sqlite3`` connection (one hop per tick),
-on PostgreSQL on one pooled asyncpg connection.
+engine: on SQLite on a thread of its own with its own ``sqlite3`` connection (one hop per tick);
+on PostgreSQL on an asyncpg connection the writer keeps, where steps 1-3 are one statement and
+step 5 another (rows travel as one JSON parameter), so a tick is four round trips: BEGIN, those
+two, COMMIT. A tick of usage rows alone is one ``INSERT`` there, atomic by itself.
 """
 
 from __future__ import annotations
@@ -104,9 +106,7 @@ READ_RATE_COUNTERS = (
     "SELECT key, count FROM rate_counters WHERE key IN (SELECT value FROM json_each(?))"
 )
 
-# PostgreSQL: a tick is at most BEGIN, READ_POSTGRES, WRITE_POSTGRES and COMMIT (every step of
-# a round trip: rows travel as one JSON parameter each, statements are combined as CTEs); a
-# tick of usage rows alone is one INSERT, atomic by itself.
+# PostgreSQL (see the module): statements combined as CTEs, rows as one JSON parameter each.
 INSERT_USAGE_POSTGRES = (
     "INSERT INTO usage_records SELECT * FROM jsonb_populate_recordset(NULL::usage_records, $1)"
     " ON CONFLICT (request_id) DO NOTHING"
