@@ -381,6 +381,10 @@ def _profile_once(
                 proc.wait()
     cell = Cell(target.name, "non-stream", concurrency, result)
     _print_progress(cell)
+    if opts.profile_raw is not None:
+        opts.profile_raw.mkdir(parents=True, exist_ok=True)
+        kept = opts.profile_raw / f"{target.name}-c{concurrency}.txt"
+        kept.write_bytes(output.read_bytes())
     return ProfileRun(target.name, cell, gateway_profile.read_profile(output), PROFILE_RATE_HZ)
 
 
@@ -432,6 +436,12 @@ def parse_args(argv: Sequence[str]) -> Options:
         nargs="+",
         default=[TARGET_CONCURRENCY],
         help="with --profile: one profiled run per concurrency",
+    )
+    parser.add_argument(
+        "--profile-raw",
+        type=Path,
+        default=None,
+        help="with --profile: keep py-spy's raw stacks in this folder (TARGET-cC.txt)",
     )
     parser.add_argument(
         "--gc-freeze",

@@ -98,6 +98,7 @@ class Options:
     profile: bool
     profile_concurrency: list[int]
     profile_target: str
+    profile_raw: Path | None
     rounds: int
     gc_freeze: bool
     budgets: bool

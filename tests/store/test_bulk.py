@@ -4,6 +4,7 @@ atomically."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,8 @@ from pilothouse.budgets.writer import LedgerWriter
 from pilothouse.errors import StoreUnavailable
 from pilothouse.gateway.tables import usage_records
 from pilothouse.services import Services
+from pilothouse.store import bulk as bulk_module
+from pilothouse.store.bulk import sqlite_path
 from pilothouse.store.engine import Store
 
 WHEN = datetime(2026, 11, 24, 9, 30, 15, 123456, tzinfo=UTC)
@@ -220,3 +223,60 @@ async def test_a_lost_postgresql_connection_is_replaced_and_the_tick_written(
         await store.dispose()
         await proxy.close()
     assert [r["request_id"] for r in await _rows(services)] == ["req_after", "req_before"]
+
+
+async def test_a_write_lock_held_by_another_process_is_waited_for_off_the_event_loop(
+    services: Services,
+) -> None:
+    """SQLite: the writer's transactions run on the event loop's thread, never waiting there.
+    When another process holds the write lock, the tick waits for it on the writer's thread:
+    it is written once the lock is free, and the loop goes on serving meanwhile."""
+    if services.store.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock")
+    org = await _org(services)
+    other = sqlite3.connect(sqlite_path(services.store), isolation_level=None)
+    beats = 0
+
+    async def heartbeat() -> None:
+        nonlocal beats
+        while True:
+            await asyncio.sleep(0.01)
+            beats += 1
+
+    async with Writer(services) as bulk:
+        await bulk([_row(org, "req_first")])  # the writer's own connection is open
+        other.execute("BEGIN IMMEDIATE")
+        beating = asyncio.create_task(heartbeat())
+        waiting = asyncio.create_task(bulk([_row(org, "req_waited")]))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # waiting for the lock, not failed
+        assert beats >= 20  # and the loop was free meanwhile
+        other.execute("COMMIT")
+        await waiting
+        beating.cancel()
+    other.close()
+    assert [r["request_id"] for r in await _rows(services)] == ["req_first", "req_waited"]
+
+
+async def test_the_wal_is_checkpointed_while_the_writer_writes(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: the writer's connection does not checkpoint (that could make the loop wait on
+    the disk); the writer checkpoints on its thread every so many transactions, so the WAL
+    starts over instead of growing without bound."""
+    if services.store.dialect != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    monkeypatch.setattr(bulk_module, "CHECKPOINT_EVERY", 8)
+    org = await _org(services)
+    path = sqlite_path(services.store)
+    async with Writer(services) as bulk:
+        for i in range(200):
+            await bulk([_row(org, f"req_{i:03}_{j}") for j in range(4)])
+    # The WAL holds the pages written since it last started over: far fewer than 200
+    # transactions' worth.
+    probe = sqlite3.connect(path, isolation_level=None)
+    busy, in_wal, _ = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    probe.close()
+    assert busy == 0
+    assert await _count(services) == 800
+    assert 0 <= in_wal < 8 * 20, in_wal

@@ -5,9 +5,16 @@ counters). SQLAlchemy's executemany processes every parameter of every row in Py
 SQLite, crosses to aiosqlite's thread once per statement (BEGIN, INSERT, COMMIT). Here a
 transaction costs:
 
-- SQLite: one hop to a thread of our own, which runs ``BEGIN IMMEDIATE``, the statements and
-  ``COMMIT`` on its own ``sqlite3`` connection to the same file, under the store's write lock
-  (SQLite has one writer; the lock queues us with the store's other writers in process);
+- SQLite: ``BEGIN IMMEDIATE``, the statements and ``COMMIT`` on a ``sqlite3`` connection of
+  our own, on the event loop's thread, under the store's write lock (SQLite has one writer; the
+  lock queues us with the store's other writers in process). No thread: with
+  ``synchronous=NORMAL`` a WAL commit does not wait for the disk, so the transaction is pure CPU
+  (a few hundred microseconds for a tick of 32 calls), and a thread only added a hop and a
+  contest for the GIL at every statement on a busy CPU. What could make the loop wait is run
+  on a thread of our own instead: a transaction that finds the write lock taken (another
+  process: ``BEGIN IMMEDIATE`` fails at once, nothing was done, and the transaction runs on the
+  thread, which waits for the lock as any writer does), and the WAL checkpoint (off on our
+  connection, run on the thread's every so many transactions);
 - PostgreSQL: asyncpg's ``executemany`` (one prepared statement, pipelined) and ``fetch`` on a
   connection the writer keeps (no pool checkout and no ping per transaction), in one
   transaction.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +39,7 @@ from sqlalchemy import Table, make_url
 from pilothouse.errors import StoreUnavailable
 from pilothouse.store.engine import Store
 
+log = logging.getLogger(__name__)
 DRIVER_FAILURES = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -57,18 +66,41 @@ def numbered(sql: str) -> str:
 
 
 SQLITE_PRAGMAS = ("PRAGMA busy_timeout=5000", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON")
+# The connection on the event loop's thread never waits: not for the write lock, not for a
+# checkpoint (OwnWriter runs both on its thread).
+SQLITE_INLINE_PRAGMAS = (
+    "PRAGMA busy_timeout=0",
+    "PRAGMA wal_autocheckpoint=0",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+# Transactions between WAL checkpoints: a tick writes a few pages to tens, so the WAL stays
+# within some thousands of pages (SQLite's own default checkpoints at 1,000).
+CHECKPOINT_EVERY = 64
 
 
-def open_sqlite(store: Store) -> sqlite3.Connection:
-    """A ``sqlite3`` connection of a writer's own to the store's file, for its one thread
-    (autocommit: the writer issues ``BEGIN IMMEDIATE`` and ``COMMIT`` itself)."""
+def sqlite_path(store: Store) -> str:
+    """The store's SQLite file (a writer of its own needs a file, not memory)."""
     path = store.engine.url.database
     if not path or path == ":memory:":
         raise sqlite3.OperationalError("bulk writes need a SQLite file, not memory")
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    for pragma in SQLITE_PRAGMAS:
+    return path
+
+
+def open_sqlite(store: Store, pragmas: tuple[str, ...] = SQLITE_PRAGMAS) -> sqlite3.Connection:
+    """A ``sqlite3`` connection of a writer's own to the store's file, for the one thread that
+    opens it (autocommit: the writer issues ``BEGIN IMMEDIATE`` and ``COMMIT`` itself)."""
+    conn = sqlite3.connect(sqlite_path(store), isolation_level=None, check_same_thread=True)
+    for pragma in pragmas:
         conn.execute(pragma)
     return conn
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -79,26 +111,66 @@ def _asyncpg_dsn(url: str) -> str:
 class OwnWriter:
     """A hot-path writer's own way into the store, one transaction at a time.
 
-    SQLite: a ``sqlite3`` connection of its own on a thread of its own, the transaction taken
-    with ``BEGIN IMMEDIATE`` under the store's writer queue (one thread hop per transaction).
-    PostgreSQL: an asyncpg connection of its own. Either way a failure of the driver is raised
-    as StoreUnavailable and the transaction is rolled back.
+    SQLite: a ``sqlite3`` connection of its own on the event loop's thread, the transaction
+    taken with ``BEGIN IMMEDIATE`` under the store's writer queue; when another process holds
+    the write lock, the transaction runs on a thread of its own instead, and so do the WAL
+    checkpoints (see the module). PostgreSQL: an asyncpg connection of its own. Either way a
+    failure of the driver is raised as StoreUnavailable and the transaction is rolled back.
     """
 
     def __init__(self, store: Store, name: str) -> None:
         self._store = store
         self._name = name
         self._thread: ThreadPoolExecutor | None = None
-        self._sqlite: sqlite3.Connection | None = None
+        self._sqlite: sqlite3.Connection | None = None  # the thread's
+        self._inline: sqlite3.Connection | None = None  # the event loop's
+        self._commits = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         self._pg: asyncpg.Connection | None = None
 
     async def sqlite(self, work: Callable[[sqlite3.Connection], None]) -> None:
-        """Run ``work`` on the thread, inside one transaction committed after it."""
-        loop = asyncio.get_running_loop()
+        """Run ``work`` inside one transaction committed after it (``work`` may be run on
+        either connection: it must not keep one)."""
+        async with self._store.serial_writes():
+            try:
+                conn = self._inline
+                if conn is None:
+                    conn = self._inline = open_sqlite(self._store, SQLITE_INLINE_PRAGMAS)
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if not _busy(exc):
+                    raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+                # Another process writes: wait for it on the thread, not on the loop.
+                await self._on_thread(self._sqlite_transaction, work)
+            else:
+                _run_in_transaction(conn, work)
+            self._commits += 1
+        if self._commits % CHECKPOINT_EVERY == 0 and self._checkpointing is None:
+            self._checkpointing = asyncio.create_task(self._checkpoint())
+
+    async def _on_thread(self, function: Callable[..., None], *args: Any) -> None:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix=self._name)
-        async with self._store.serial_writes():
-            await loop.run_in_executor(self._thread, self._sqlite_transaction, work)
+        await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    async def _checkpoint(self) -> None:
+        """Checkpoint the WAL on the thread, holding the write lock (the lock is fair: the
+        checkpoint goes before the next transaction), so that it completes and the next
+        transaction starts the WAL over; one racing a stream of writers never catches up. A
+        failure is logged: what was written is committed, and the next checkpoint catches up."""
+        try:
+            async with self._store.serial_writes():
+                await self._on_thread(self._sqlite_checkpoint)
+        except sqlite3.Error as exc:
+            log.warning("%s: WAL checkpoint failed: %s", self._name, exc)
+        finally:
+            self._checkpointing = None
+
+    def _sqlite_checkpoint(self) -> None:
+        conn = self._sqlite
+        if conn is None:
+            conn = self._sqlite = open_sqlite(self._store)
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def postgres(
         self, work: Callable[[Any], Awaitable[None]], *, transaction: bool = True
@@ -144,6 +216,11 @@ class OwnWriter:
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(*DRIVER_FAILURES):
                 await conn.close(timeout=5)
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        inline, self._inline = self._inline, None
+        if inline is not None:
+            inline.close()
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.get_running_loop().run_in_executor(thread, self._sqlite_close)
@@ -155,20 +232,29 @@ class OwnWriter:
             if conn is None:
                 conn = self._sqlite = open_sqlite(self._store)
             conn.execute("BEGIN IMMEDIATE")
-            try:
-                work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+        _run_in_transaction(conn, work)
 
     def _sqlite_close(self) -> None:
         conn, self._sqlite = self._sqlite, None
         if conn is not None:
             conn.close()
+
+
+def _run_in_transaction(
+    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], None]
+) -> None:
+    """Run ``work`` in the transaction ``conn`` has begun, then commit (or roll back)."""
+    try:
+        work(conn)
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+        raise
 
 
 class RowInsert:
