@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,12 +132,11 @@ async def make_budgets(services: Services) -> list[Budget]:
     return made
 
 
-async def run(
-    services: Services, applicable: list[Budget], mode: str, concurrency: int, seconds: float
+async def measure(
+    one_call: Callable[[str], Awaitable[None]], mode: str, concurrency: int, seconds: float
 ) -> tuple[int, float]:
-    """Calls done and CPU seconds used by ``concurrency`` tasks looping for ``seconds``."""
-    ledger = services.ledger
-    assert ledger is not None
+    """Calls done and CPU seconds used by ``concurrency`` tasks calling ``one_call`` (with a
+    new request id each time) for ``seconds``."""
     stop = time.monotonic() + seconds
     done = 0
 
@@ -144,21 +144,33 @@ async def run(
         nonlocal done
         i = 0
         while time.monotonic() < stop:
-            request_id = f"{mode}_{n}_{i}_{time.monotonic_ns()}"
-            row = usage_row(services.root_org_id, request_id)
-            row["created_at"] = services.clock.now()
-            if mode == "budgets":
-                held = await ledger.reserve(applicable, request_id, 10**9, row)
-                await ledger.record(row, held)
-                ledger.forget(request_id)
-            else:
-                await ledger.record(row)
+            await one_call(f"{mode}_{n}_{i}_{time.monotonic_ns()}")
             i += 1
             done += 1
 
     cpu = time.process_time()
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return done, time.process_time() - cpu
+
+
+async def run(
+    services: Services, applicable: list[Budget], mode: str, concurrency: int, seconds: float
+) -> tuple[int, float]:
+    """What a call does to the store through the ledger: ``rows`` or ``budgets``."""
+    ledger = services.ledger
+    assert ledger is not None
+
+    async def one_call(request_id: str) -> None:
+        row = usage_row(services.root_org_id, request_id)
+        row["created_at"] = services.clock.now()
+        if mode == "budgets":
+            held = await ledger.reserve(applicable, request_id, 10**9, row)
+            await ledger.record(row, held)
+            ledger.forget(request_id)
+        else:
+            await ledger.record(row)
+
+    return await measure(one_call, mode, concurrency, seconds)
 
 
 class Floor:
@@ -250,25 +262,15 @@ class Floor:
 
 async def run_floor(floor: Floor, mode: str, concurrency: int, seconds: float) -> tuple[int, float]:
     """Like ``run``, through the floor: ``floor-rows`` or ``floor-budgets``."""
-    stop = time.monotonic() + seconds
-    done = 0
 
-    async def worker(n: int) -> None:
-        nonlocal done
-        i = 0
-        while time.monotonic() < stop:
-            request_id = f"{mode}_{n}_{i}_{time.monotonic_ns()}"
-            if mode == "floor-budgets":
-                await floor.submit("reserve", request_id)
-                await floor.submit("settle", request_id)
-            else:
-                await floor.submit("row", request_id)
-            i += 1
-            done += 1
+    async def one_call(request_id: str) -> None:
+        if mode == "floor-budgets":
+            await floor.submit("reserve", request_id)
+            await floor.submit("settle", request_id)
+        else:
+            await floor.submit("row", request_id)
 
-    cpu = time.process_time()
-    await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return done, time.process_time() - cpu
+    return await measure(one_call, mode, concurrency, seconds)
 
 
 async def main(opts: argparse.Namespace) -> int:

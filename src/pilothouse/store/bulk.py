@@ -40,6 +40,7 @@ from pilothouse.errors import StoreUnavailable
 from pilothouse.store.engine import Store
 
 log = logging.getLogger(__name__)
+
 DRIVER_FAILURES = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -161,7 +162,7 @@ class OwnWriter:
         try:
             async with self._store.serial_writes():
                 await self._on_thread(self._sqlite_checkpoint)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # nobody awaits a checkpoint: say why it failed, here
             log.warning("%s: WAL checkpoint failed: %s", self._name, exc)
         finally:
             self._checkpointing = None
