@@ -22,10 +22,11 @@ forwarded, and a usage row before the call's end is told to the client (invarian
 calls and reserving new ones in the same transaction costs one commit per tick, not two.
 
 The tick is written once, as a generator of statements (``Tick.steps``), and run by either
-engine: on SQLite on a thread of its own with its own ``sqlite3`` connection (one hop per tick);
-on PostgreSQL on an asyncpg connection the writer keeps, where steps 1-3 are one statement and
-step 5 another (rows travel as one JSON parameter), so a tick is four round trips: BEGIN, those
-two, COMMIT. A tick of usage rows alone is one ``INSERT`` there, atomic by itself.
+engine: on SQLite on the event loop's thread with its own ``sqlite3`` connection (see
+``store/bulk.py``); on PostgreSQL on an asyncpg connection the writer keeps, where steps 1-3
+are one statement and step 5 another (rows travel as one JSON parameter), so a tick is four
+round trips: BEGIN, those two, COMMIT. A tick of usage rows alone is one ``INSERT`` there,
+atomic by itself.
 """
 
 from __future__ import annotations
