@@ -76,6 +76,10 @@ class Rows:
 
 
 Step = Many | Rows
+Ending = dict[str, tuple[dict[str, Any] | None, Reservation]]
+"""The reservations a tick ends, by request id: each with its usage row (None: released)."""
+ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
+"""What a tick's read learns: which reservations still existed, the budget and rate counters."""
 KNOWN_COUNTERS_MAX = 100_000
 
 # A budget deleted since the cache read it gets no counter, and the call is not held to it.
@@ -230,11 +234,11 @@ class Tick:
 
     def _read_sqlite(
         self,
-        ending: dict[str, tuple[dict[str, Any] | None, Reservation]],
+        ending: Ending,
         rows: list[dict[str, Any]],
         asked: set[BudgetKey],
         new_rates: list[tuple[str, int | None]],
-    ) -> Generator[Step, list[Any], tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]]:
+    ) -> Generator[Step, list[Any], ReadCounters]:
         """End the reservations, insert the usage rows, make and read the counters."""
         gone_ids: list[str] = []
         if ending:  # first, as on PostgreSQL
@@ -261,11 +265,11 @@ class Tick:
 
     def _read_postgres(
         self,
-        ending: dict[str, tuple[dict[str, Any] | None, Reservation]],
+        ending: Ending,
         rows: list[dict[str, Any]],
         asked: set[BudgetKey],
         new_rates: list[tuple[str, int | None]],
-    ) -> Generator[Step, list[Any], tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]]:
+    ) -> Generator[Step, list[Any], ReadCounters]:
         """The same in one statement (two more the first time a counter is needed, one more
         when rate limits apply). Every counter an ending reservation went to is locked, since
         which of them still exist is learnt in the same statement."""

@@ -49,20 +49,18 @@ class GroupCommit(Generic[T]):
         """Queue ``item``; return once it is committed (raise StoreUnavailable if not)."""
         if self._task is None:
             raise StoreUnavailable(f"the {self.name} writer is not running")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # A caller that goes away (a cancelled request) cancels only its future: the item is
         # written with its batch all the same. If the outcome came first, nobody reads it.
-        future.add_done_callback(_consume)
-        self._pending.append((item, future))
-        self._wake.set()
-        await future
+        await self._enqueue(item)
 
-    def _enqueue(self, item: T) -> None:
-        """Queue ``item`` for the next batch without waiting for it (nobody hears the outcome)."""
+    def _enqueue(self, item: T) -> asyncio.Future[None]:
+        """Queue ``item`` for the next batch; the future is done once it is written (an
+        outcome nobody awaits is consumed)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume)
         self._pending.append((item, future))
         self._wake.set()
+        return future
 
     def _abandoned(self, items: list[T]) -> None:
         """``items`` were written, but their callers went away before hearing so."""
