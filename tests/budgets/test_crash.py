@@ -137,11 +137,18 @@ def test_a_killed_process_s_reservations_are_settled_once_by_the_next(tmp_path: 
                 "the orphaned reservations swept",
             )
             time.sleep(3 * 0.2 + TTL_SECONDS)  # more sweeps: nothing is settled twice
-            rows = query(tmp_path, "SELECT status, estimated, cost_picos FROM usage_records")
+            rows = query(
+                tmp_path,
+                "SELECT status, estimated, cost_picos, project, key_id IS NOT NULL, model_alias,"
+                " stream, deployment, input_tokens, latency_ms FROM usage_records",
+            )
             counters = query(
                 tmp_path, "SELECT spent_picos, reserved_picos, calls FROM budget_counters"
             )
-    assert sorted(rows) == [("orphaned", 1, amount)] * STREAMS
+    # Each row as the reservation kept it: attributed, the model asked for, a stream; what
+    # only the call's end would have told is left empty.
+    orphan = ("orphaned", 1, amount, "crash", 1, "budget-model", 1, None, 0, 0)
+    assert sorted(rows) == [orphan] * STREAMS
     assert counters == [(STREAMS * amount, 0, STREAMS)]
 
 

@@ -4,6 +4,7 @@ refuse over a hard limit, release what was never forwarded, sweep what a dead pr
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,11 +23,14 @@ from pilothouse.settings import Settings
 from tests.conftest import Api, MutableClock, bearer
 
 PICOS = 10**12
-PROMPT = "Say something about ledgers please"  # 34 characters: 9 estimated tokens, +1 the role
-# Demo prices: input 1 USD, output 2 USD per million tokens. With max_tokens=16 the worst case
-# of one call is 10 prompt tokens (dearest as cache writes, 1.25 USD) and 16 output tokens.
-WORST = max(10 * 1_000_000 + 16 * 2_000_000, 10 * 1_250_000 + 16 * 2_000_000)
+PROMPT = "Say something about ledgers please"
 BODY = {"model": "demo", "max_tokens": 16, "messages": [{"role": "user", "content": PROMPT}]}
+RAW = json.dumps(BODY, separators=(",", ":")).encode()  # as chat() sends it: 108 bytes
+# The worst case reserves a token per 4 bytes of the body (27) as prompt, priced as a cache
+# write, the dearest (demo prices: input 1 USD, cache write 1.25, output 2 per million tokens),
+# and max_tokens=16 of output.
+WORST = (len(RAW) + 3) // 4 * 1_250_000 + 16 * 2_000_000
+ACTUAL = 10 * 1_000_000 + 16 * 2_000_000  # the demo provider counts 10 prompt tokens
 
 
 async def add_budget(
@@ -95,7 +99,9 @@ async def reservations(services: Services) -> int:
 
 
 async def chat(client: httpx.AsyncClient, key: str, body: dict[str, Any] | None = None) -> Any:
-    return await client.post("/v1/chat/completions", json=body or BODY, headers=bearer(key))
+    raw = RAW if body is None else json.dumps(body, separators=(",", ":")).encode()
+    headers = {**bearer(key), "content-type": "application/json"}
+    return await client.post("/v1/chat/completions", content=raw, headers=headers)
 
 
 async def test_calls_settle_to_their_actual_cost_and_the_call_over_the_limit_is_refused(
@@ -104,7 +110,10 @@ async def test_calls_settle_to_their_actual_cost_and_the_call_over_the_limit_is_
     session = await api.session(project="ledger")
     key = session["key"]["token"]
     budget = await add_budget(
-        services, scope_kind="session", scope_value=session["session"]["id"], limit_picos=3 * WORST
+        services,
+        scope_kind="session",
+        scope_value=session["session"]["id"],
+        limit_picos=2 * ACTUAL + WORST,  # room for the third call's worst case, not a fourth's
     )
     served = []
     for _ in range(3):
@@ -115,19 +124,19 @@ async def test_calls_settle_to_their_actual_cost_and_the_call_over_the_limit_is_
         assert await reservations(services) == 0
     written = await rows(services)
     actual = sum(r["cost_picos"] for r in written)
-    assert len(written) == 3 and 0 < actual < 3 * WORST
+    assert len(written) == 3 and actual == 3 * ACTUAL
     assert await counter(services, budget) == {
         "spent_picos": actual,
         "reserved_picos": 0,
         "calls": 3,
     }
-    # What is left (3 * WORST - actual) is less than one call's worst case: refused, unforwarded.
+    # What is left (WORST - ACTUAL) is less than one call's worst case: refused, unforwarded.
     refused = await chat(client, key)
     assert refused.status_code == 402, refused.text
     error = refused.json()["error"]
     assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
     assert error["scope"] == f"session:{session['session']['id']}" and error["window"] == "day"
-    assert error["limit_usd"] == f"0.{3 * WORST:012d}"  # exact, twelve places
+    assert error["limit_usd"] == f"0.{2 * ACTUAL + WORST:012d}"  # exact, twelve places
     assert error["spent_usd"] == f"0.{actual:012d}"
     tomorrow = window_start(Window.DAY, services.clock.now()) + timedelta(days=1)
     assert error["resets_at"] == tomorrow.isoformat()
@@ -195,6 +204,28 @@ async def test_budgets_of_other_scopes_are_not_charged(
     assert (await chat(client, session["key"]["token"])).status_code == 200
     assert (await counter(services, mine))["calls"] == 1
     assert await counter(services, other) == {"spent_picos": 0, "reserved_picos": 0, "calls": 0}
+
+
+async def test_a_budget_made_after_a_principal_s_calls_counts_its_next_call(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    # A principal's budgets are worked out once, and again when the organization's change.
+    session = await api.session(project="ledger")
+    key = session["key"]["token"]
+    first = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    assert (await chat(client, key)).status_code == 200
+    second = await add_budget(
+        services,
+        scope_kind="session",
+        scope_value=session["session"]["id"],
+        limit_picos=PICOS,
+        budget_id="bud_test2",
+    )
+    assert (await chat(client, key)).status_code == 200
+    assert (await counter(services, first))["calls"] == 2
+    assert (await counter(services, second))["calls"] == 1
 
 
 async def test_concurrent_calls_never_overspend_a_hard_budget(

@@ -6,12 +6,13 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
 from pilothouse.store import migrate
@@ -81,3 +82,47 @@ async def test_upgrade_twice_is_a_no_op(store: Store) -> None:
     await migrate.upgrade(store)
     await migrate.upgrade(store)
     assert await migrate.current_revision(store) == migrate.head_revision()
+
+
+async def test_reservations_in_flight_survive_the_narrowing_both_ways(store: Store) -> None:
+    """0005 keeps reservation rows: the expiry becomes epoch seconds, and back."""
+    await migrate.upgrade(store, "0004")
+    async with store.write() as conn:
+        org = await conn.scalar(text("SELECT id FROM organizations LIMIT 1"))
+        if org is None:
+            org = "org_mig"
+            await conn.execute(
+                text(
+                    "INSERT INTO organizations (id, name, is_root, created_at)"
+                    " VALUES (:id, 'mig', :root, :t)"
+                ),
+                {"id": org, "root": False, "t": datetime(2026, 11, 24, tzinfo=UTC)},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO budget_reservations (request_id, org_id, amount_picos, charges,"
+                " rate_charges, usage_row, expires_at, created_at)"
+                " VALUES ('req_mig', :org, 7, '[]', '[]', :row, :expires, :expires)"
+            ),
+            {
+                "org": org,
+                "row": f'{{"org_id": "{org}"}}',
+                "expires": datetime(2026, 11, 24, 12, 30, 5, tzinfo=UTC),
+            },
+        )
+    await migrate.upgrade(store)
+    async with store.read() as conn:
+        found = (
+            await conn.execute(
+                text("SELECT request_id, amount_picos, expires_at FROM budget_reservations")
+            )
+        ).all()
+    assert [tuple(r) for r in found] == [("req_mig", 7, 1795523405)]  # 2026-11-24 12:30:05 UTC
+    await migrate.downgrade(store, "0004")
+    async with store.read() as conn:
+        back = (
+            await conn.execute(text("SELECT org_id, expires_at FROM budget_reservations"))
+        ).one()
+    assert back[0] == org
+    expires = back[1] if isinstance(back[1], datetime) else datetime.fromisoformat(back[1])
+    assert expires.replace(tzinfo=UTC) == datetime(2026, 11, 24, 12, 30, 5, tzinfo=UTC)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -37,13 +38,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
     Budget,
+    Window,
     applies,
     budget_from_row,
     epoch,
     scope_values,
     window_epochs,
 )
-from pilothouse.budgets.reserve import Ask, LimitState, RateAsk, RateCharge, Reservation
+from pilothouse.budgets.reserve import (
+    Ask,
+    BudgetKey,
+    LimitState,
+    RateAsk,
+    RateCharge,
+    Reservation,
+)
 from pilothouse.budgets.tables import (
     budget_counters,
     budget_reservations,
@@ -55,12 +64,33 @@ from pilothouse.clock import Clock
 from pilothouse.errors import RateLimited
 from pilothouse.gateway.tables import usage_records
 from pilothouse.identity.principal import Principal
+from pilothouse.memo import IdentityMemo
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import ALL, Invalidations
 
 log = logging.getLogger(__name__)
 
+Charged = tuple[list[tuple[Budget, BudgetKey]], tuple[BudgetKey, ...], str]
+"""A call's budgets with the counter each goes to, the counters, and the counters as JSON."""
+
 SWEEP_BATCH = 500
+# An orphaned call's usage row: what its reservation does not say (it kept the attribution,
+# the model asked for and the time; see ``gateway.exchange.reserved_row``).
+ORPHANED_ROW: dict[str, Any] = {
+    "deployment": None,
+    "upstream_model": None,
+    "stream": 0,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 0,
+    "price_version": None,
+    "http_status": 0,
+    "retries": 0,
+    "ttfb_ms": None,
+    "latency_ms": 0,
+}
 
 
 class BudgetBook:
@@ -69,6 +99,10 @@ class BudgetBook:
     def __init__(self, store: Store, invalidations: Invalidations) -> None:
         self._store = store
         self._by_org: dict[str, tuple[Budget, ...]] = {}
+        # Each principal's budgets, with the organization's budgets they were chosen from (a
+        # principal is one object per key record: see ``Authenticator``).
+        self._applicable: IdentityMemo[tuple[tuple[Budget, ...], tuple[Budget, ...]]]
+        self._applicable = IdentityMemo()
         self._used: dict[str, float] = {}
         invalidations.subscribe(self._invalidate)
 
@@ -98,13 +132,21 @@ class BudgetBook:
             self._by_org[org_id] = found
         return found
 
-    async def applicable(self, principal: Principal) -> list[Budget]:
-        """The budgets a call by ``principal`` counts against, in id order."""
-        every = await self.for_org(principal.org_id)
+    async def applicable(self, principal: Principal) -> tuple[Budget, ...]:
+        """The budgets a call by ``principal`` counts against, in id order (worked out once
+        per principal and set of budgets)."""
+        every = self._by_org.get(principal.org_id)
+        if every is None:
+            every = await self.for_org(principal.org_id)
         if not every:
-            return []
+            return ()
+        found = self._applicable.get(principal)
+        if found is not None and found[0] is every:
+            return found[1]
         scopes = scope_values(principal)
-        return [b for b in every if applies(b, scopes)]
+        mine = tuple(b for b in every if applies(b, scopes))
+        self._applicable.put(principal, (every, mine))
+        return mine
 
 
 class Ledger:
@@ -116,8 +158,9 @@ class Ledger:
         self._store = store
         self._clock = clock
         self.book = book
-        self._ttl = timedelta(seconds=reservation_ttl_seconds)
+        self._ttl = math.ceil(reservation_ttl_seconds)  # whole seconds, as the row keeps it
         self._live: set[str] = set()  # reservations of calls in flight here: kept alive
+        self._charged: IdentityMemo[tuple[dict[Window, int], Charged]] = IdentityMemo()
         self._writer = LedgerWriter(store)
 
     def start(self) -> None:
@@ -153,7 +196,7 @@ class Ledger:
         now = self._clock.now()
         org_id = usage_row["org_id"]
         starts, minute = window_epochs(now)
-        budgets_asked = [(b, (b.id, starts[b.window])) for b in sorted(applicable, key=_by_id)]
+        budgets_asked, charges, charges_json = self._charges(applicable, starts)
         rates = []
         for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
             if hit.kind == LimitKind.CONCURRENT:
@@ -162,18 +205,19 @@ class Ledger:
                 amount = 1 if hit.kind == LimitKind.RPM else tokens
                 key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
                 rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
-        charges = tuple(key for _, key in budgets_asked)
         rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
         row = {
             "request_id": request_id,
-            "org_id": org_id,
             "amount_picos": amount_picos,
-            # orjson: these are made for every call (the usage row's timestamp is ISO 8601).
-            "charges": orjson.dumps(charges).decode(),
-            "rate_charges": orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode(),
+            "charges": charges_json,
+            "rate_charges": (
+                orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
+                if rate_charges
+                else "[]"
+            ),
+            # orjson: made for every call (the usage row's timestamp is ISO 8601).
             "usage_row": orjson.dumps(usage_row).decode(),
-            "expires_at": now + self._ttl,
-            "created_at": now,
+            "expires_at": epoch(now) + self._ttl,
         }
         held = Reservation(request_id, amount_picos, charges, rate_charges)
         ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held)
@@ -181,11 +225,26 @@ class Ledger:
         if ask.refusal is not None:
             raise ask.refusal
         self._live.add(request_id)
+        if not rates:
+            return held
         states = tuple(
             LimitState(r.hit.kind, r.hit.limit, count, r.reset_at)
             for r, count in zip(rates, ask.counts, strict=True)
         )
         return Reservation(request_id, amount_picos, charges, rate_charges, states)
+
+    def _charges(self, applicable: Sequence[Budget], starts: dict[Window, int]) -> Charged:
+        """The counters a call charged to ``applicable`` goes to in the windows ``starts``
+        (in id order, the order they are locked in), and as the reservation row keeps them.
+        Worked out once per set of budgets and UTC day (``window_epochs`` keeps ``starts``)."""
+        found = self._charged.get(applicable)
+        if found is not None and found[0] is starts:
+            return found[1]
+        asked = [(b, (b.id, starts[b.window])) for b in sorted(applicable, key=_by_id)]
+        charges = tuple(key for _, key in asked)
+        worked = (asked, charges, orjson.dumps(charges).decode())
+        self._charged.put(applicable, (starts, worked))
+        return worked
 
     def forget(self, request_id: str) -> None:
         """The call ended (settled, released, or left to the sweeper): stop keeping it alive."""
@@ -197,7 +256,7 @@ class Ledger:
         live = list(self._live)
         if not live:
             return 0
-        expires = self._clock.now() + self._ttl
+        expires = epoch(self._clock.now()) + self._ttl
         async with self._store.write() as conn:
             for start in range(0, len(live), SWEEP_BATCH):
                 await conn.execute(
@@ -219,7 +278,7 @@ class Ledger:
         now = self._clock.now()
         async with self._store.write() as conn:
             expired = select(budget_reservations.c.request_id).where(
-                budget_reservations.c.expires_at < now
+                budget_reservations.c.expires_at < epoch(now)
             )
             if self._store.dialect == "postgresql":  # replicas sweep side by side
                 expired = expired.with_for_update(skip_locked=True)
@@ -248,7 +307,7 @@ class Ledger:
                 for key, _taken, kind in json.loads(rate_json):
                     if kind == LimitKind.CONCURRENT:  # its slot; tokens stay as reserved
                         slots[key] = slots.get(key, 0) + 1
-                row = _from_jsonable(json.loads(usage_json))
+                row = {**ORPHANED_ROW, **_from_jsonable(json.loads(usage_json))}
                 row.update(
                     request_id=request_id,
                     cost_picos=int(amount),

@@ -55,19 +55,23 @@ budget_counters = Table(
 budget_reservations = Table(
     "budget_reservations",
     metadata,
-    # One per admitted call with a budget on any of its scopes; settling deletes it.
+    # One per admitted call with a budget on any of its scopes; settling deletes it. Written
+    # and deleted once a call: kept narrow (no foreign key to check, no timestamp to format,
+    # no index besides the key; on SQLite the key holds the row).
     Column("request_id", String(64), primary_key=True),
-    Column("org_id", ID, ForeignKey("organizations.id"), nullable=False),
     Column("amount_picos", BigInteger, nullable=False),
     # [[budget_id, window_start], ...]: the counters the amount was reserved on.
     Column("charges", JSONText, nullable=False),
     # [[counter key, amount taken, kind], ...]: the rate-limit counters the call holds.
     Column("rate_charges", JSONText, nullable=False, default="[]"),
-    # The usage row a sweeper writes if the call never settles (JSON, reserved cost, estimated).
+    # What the call's usage row is known to hold before it is forwarded (JSON: attribution,
+    # model, time); a sweeper writes the row from it if the call never settles.
     Column("usage_row", Text, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Index("ix_budget_reservations_expires", "expires_at"),
+    # Epoch seconds after which the reservation is taken for an orphan's (the process serving
+    # the call pushes it back while the call runs). The sweeper scans the table: it holds only
+    # the calls in flight.
+    Column("expires_at", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 rate_counters = Table(

@@ -29,6 +29,7 @@ from pilothouse.gateway.exchange import (
     call_record,
     elapsed_ms,
     reply_error,
+    reserved_row,
     start_message,
     uncancel,
     usage_row,
@@ -65,6 +66,7 @@ from pilothouse.gateway.usage import Usage, estimate_tokens
 from pilothouse.gateway.wire import StreamWatcher, sse_error, usage_of_body
 from pilothouse.identity.principal import Principal
 from pilothouse.ids import new_id
+from pilothouse.memo import IdentityMemo
 
 if TYPE_CHECKING:
     from pilothouse.services import Services
@@ -114,6 +116,7 @@ class Gateway:
         self._prices = prices
         self._access = access
         self._ledger = ledger
+        self._dearest_prices: IdentityMemo[tuple[tuple[int, int], ...]] = IdentityMemo()
 
     @property
     def router(self) -> Router:
@@ -233,6 +236,7 @@ class Gateway:
         ):
             raise CallRefused(400, "invalid_request", "this endpoint does not stream")
         call.body = body
+        call.body_bytes = len(raw)
         call.alias = model
         call.stream = stream
 
@@ -284,10 +288,10 @@ class Gateway:
         if not call.budgets and not limits:  # the budgets were read once, by _downgrade
             return
         try:
-            skeleton = usage_row(call, Usage(), "orphaned", 0, self._svc.clock.now())
+            kept = reserved_row(call, self._svc.clock.now())
             amount, tokens = self._worst_case(call, call.model)
             call.reservation = await self._ledger.reserve(
-                call.budgets, call.request_id, amount, skeleton, limits, tokens
+                call.budgets, call.request_id, amount, kept, limits, tokens
             )
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc
@@ -302,12 +306,11 @@ class Gateway:
 
     def _worst_case(self, call: Call, model: ModelConfig) -> tuple[int, int]:
         """The most the call can cost on any of the model's deployments, and its most tokens:
-        its prompt (estimated, priced as input or as a cache write, whichever is dearer) and its
-        output cap."""
+        its prompt (estimated as a token per 4 bytes of the request body, which holds the
+        prompt's text and more; priced as input or as a cache write, whichever is dearer) and
+        its output cap."""
         body = call.body or {}
-        prompt = estimate_tokens(
-            [body.get("system"), body.get("messages"), body.get("input"), body.get("tools")]
-        )
+        prompt = (call.body_bytes + 3) // 4
         output = self._svc.settings.gateway.reserve_output_tokens
         if call.wire is WireFormat.OPENAI_EMBEDDINGS:  # embeddings produce no output tokens
             output = 0
@@ -317,15 +320,19 @@ class Gateway:
                 output = cap
                 break
         worst = 0
-        for deployment in model.deployments:
-            price = self._prices.for_deployment(deployment)
-            if price is not None:
-                worst = max(
-                    worst,
-                    price.cost_picos(Usage(input_tokens=prompt, output_tokens=output)),
-                    price.cost_picos(Usage(cache_write_tokens=prompt, output_tokens=output)),
-                )
+        for per_prompt_token, per_output_token in self._dearest(model):
+            worst = max(worst, prompt * per_prompt_token + output * per_output_token)
         return worst, prompt + output
+
+    def _dearest(self, model: ModelConfig) -> tuple[tuple[int, int], ...]:
+        """Per priced deployment of ``model``: the dearer of its input and cache-write prices,
+        and its output price (worked out once per model)."""
+        found = self._dearest_prices.get(model)
+        if found is not None:
+            return found
+        prices = [self._prices.for_deployment(d) for d in model.deployments]
+        dearest = tuple((max(p.input, p.cache_write), p.output) for p in prices if p is not None)
+        return self._dearest_prices.put(model, dearest)
 
     async def _release(self, call: Call) -> None:
         assert call.reservation is not None

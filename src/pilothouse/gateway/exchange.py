@@ -21,6 +21,7 @@ from pilothouse.gateway.providers.base import WireFormat
 from pilothouse.gateway.usage import Usage
 from pilothouse.gateway.wire import error_body
 from pilothouse.identity.principal import Principal
+from pilothouse.memo import IdentityMemo
 from pilothouse.telemetry import CallRecord, operation_name
 
 # The clients' own session ids (Claude Code, Codex, others): recorded as attribution hints.
@@ -70,7 +71,8 @@ class Call:
     disconnected: bool = False
     finishing: bool = False
     passthrough: dict[str, str] = field(default_factory=dict)
-    budgets: list[Budget] = field(default_factory=list)  # the budgets the call counts against
+    body_bytes: int = 0  # the request body's length
+    budgets: tuple[Budget, ...] = ()  # the budgets the call counts against
     reservation: Reservation | None = None
     downgraded_from: str | None = None
     headers_out: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -109,14 +111,44 @@ def usage_row(
     }
 
 
+def reserved_row(call: Call, now: datetime) -> dict[str, Any]:
+    """What a budgeted call's reservation keeps of its usage row: the fields known before it
+    is forwarded. If its process stops, the sweeper writes the row from these (the rest are
+    ``budgets.ledger.ORPHANED_ROW``'s)."""
+    return {
+        **(call.attribution or attribution(call)),
+        "model_alias": call.alias[:200],
+        "downgraded_from": call.downgraded_from,
+        "stream": int(call.stream),
+        "created_at": now,
+    }
+
+
 def attribution(call: Call) -> dict[str, Any]:
     """The fields of the call's usage row that its principal and request decide (made once a
     call: a budgeted call's reservation holds a row too)."""
     principal = call.principal
     assert principal is not None
-    session = principal.session
     call.attribution = {
         "request_id": call.request_id,
+        **_principal_fields(principal),
+        "client_session": client_session(call.headers),
+        "endpoint": call.endpoint[-40:],
+    }
+    return call.attribution
+
+
+_principal_fields_made: IdentityMemo[dict[str, Any]] = IdentityMemo()
+
+
+def _principal_fields(principal: Principal) -> dict[str, Any]:
+    """The usage row's fields its principal decides (made once per principal: one object per
+    key record, see ``Authenticator``)."""
+    found = _principal_fields_made.get(principal)
+    if found is not None:
+        return found
+    session = principal.session
+    fields = {
         "org_id": principal.org_id,
         "session_id": principal.session_id,
         "key_id": principal.key_id,
@@ -127,10 +159,8 @@ def attribution(call: Call) -> dict[str, Any]:
         "labels": json.dumps(dict(principal.labels), sort_keys=True),
         "skills": json.dumps(list(session.skills) if session else []),
         "plugins": json.dumps(list(session.plugins) if session else []),
-        "client_session": client_session(call.headers),
-        "endpoint": call.endpoint[-40:],
     }
-    return call.attribution
+    return _principal_fields_made.put(principal, fields)
 
 
 def call_record(call: Call, row: dict[str, Any], usage: Usage) -> CallRecord:

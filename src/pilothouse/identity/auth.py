@@ -35,6 +35,7 @@ from pilothouse.identity.principal import Principal, SessionContext
 from pilothouse.identity.roles import Role
 from pilothouse.identity.tables import agent_sessions, api_keys, organizations, users
 from pilothouse.identity.tokens import KeyKind, ParsedToken, parse, secret_matches
+from pilothouse.memo import IdentityMemo
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import ALL, Invalidations
 
@@ -154,6 +155,10 @@ class Authenticator:
         self._store = store
         self._clock = clock
         self._cache = cache
+        # The principal of each key record, made once: the same record gives the same object,
+        # so what is worked out per principal (its budgets, its usage row's attribution) can be
+        # kept by identity. A new record (the key, its user or session changed) gets a new one.
+        self._principals: IdentityMemo[Principal] = IdentityMemo()
         self._last_used = last_used
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal:
@@ -189,9 +194,15 @@ class Authenticator:
         if record.user_disabled:
             raise KeyRevoked(f"API key {record.prefix} belongs to a disabled user")
         self._last_used.touch(record.id, now)
-        principal = _principal(record)
+        principal = self._principal_of(record)
         if record.kind is KeyKind.SERVICE:
             principal = await self._declared(principal, record, headers)
+        return principal
+
+    def _principal_of(self, record: KeyRecord) -> Principal:
+        principal = self._principals.get(record)
+        if principal is None:
+            principal = self._principals.put(record, _principal(record))
         return principal
 
     async def _record(self, parsed: ParsedToken) -> KeyRecord | None:
