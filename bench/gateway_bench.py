@@ -329,7 +329,8 @@ def profile_pilothouse(
     totals: dict[str, Totals],
     concurrency: int,
 ) -> ProfileRun:
-    """Profile a non-stream run; again (up to --retries) while others used our CPUs."""
+    """Profile a run (non-stream, or stream with --profile-stream); again (up to --retries)
+    while others used our CPUs."""
     # py-spy itself runs on the load CPU, so only the proxy's CPU is checked for others.
     run = _profile_once(target, upstream, opts, py_spy, workdir, totals, concurrency)
     for _ in range(opts.retries):
@@ -351,11 +352,11 @@ def _profile_once(
     totals: dict[str, Totals],
     concurrency: int,
 ) -> ProfileRun:
-    """Load Pilothouse non-stream while py-spy samples it (after the warm-up)."""
+    """Load Pilothouse while py-spy samples it (after the warm-up)."""
     assert target.process is not None
     output = workdir / f"pilothouse-profile-c{concurrency}.txt"
     output.unlink(missing_ok=True)
-    load = run_load(target, upstream, opts, False, concurrency)
+    load = run_load(target, upstream, opts, opts.profile_stream, concurrency)
     spy: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(opts.warmup)
@@ -379,11 +380,12 @@ def _profile_once(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    cell = Cell(target.name, "non-stream", concurrency, result)
+    cell = Cell(target.name, "stream" if opts.profile_stream else "non-stream", concurrency, result)
     _print_progress(cell)
     if opts.profile_raw is not None:
         opts.profile_raw.mkdir(parents=True, exist_ok=True)
-        kept = opts.profile_raw / f"{target.name}-c{concurrency}.txt"
+        mode = "-stream" if opts.profile_stream else ""
+        kept = opts.profile_raw / f"{target.name}{mode}-c{concurrency}.txt"
         kept.write_bytes(output.read_bytes())
     return ProfileRun(target.name, cell, gateway_profile.read_profile(output), PROFILE_RATE_HZ)
 
@@ -442,6 +444,11 @@ def parse_args(argv: Sequence[str]) -> Options:
         type=Path,
         default=None,
         help="with --profile: keep py-spy's raw stacks in this folder (TARGET-cC.txt)",
+    )
+    parser.add_argument(
+        "--profile-stream",
+        action="store_true",
+        help="with --profile: profile a streaming run instead of a non-stream one",
     )
     parser.add_argument(
         "--gc-freeze",

@@ -99,6 +99,7 @@ class Options:
     profile_concurrency: list[int]
     profile_target: str
     profile_raw: Path | None
+    profile_stream: bool
     rounds: int
     gc_freeze: bool
     budgets: bool

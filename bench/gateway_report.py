@@ -269,7 +269,7 @@ def _count(value: int | None) -> str:
 def print_profile(run: ProfileRun) -> None:
     """Where the profiled Pilothouse spent its CPU, per call."""
     cell = run.cell
-    print(f"\n### Where {run.target}'s CPU goes (non-stream, c={cell.concurrency})\n")
+    print(f"\n### Where {run.target}'s CPU goes ({cell.mode}, c={cell.concurrency})\n")
     print(
         f"py-spy at {run.rate_hz} Hz over the measured {cell.result.seconds:.0f} s of a separate "
         f"run: {run.profile.samples:,} busy samples; {cell.rps:,.0f} calls/s, "
