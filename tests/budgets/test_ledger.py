@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.model import Window, epoch, window_start
 from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
 from pilothouse.errors import BudgetExceeded
@@ -297,6 +298,46 @@ async def test_settling_twice_counts_once(services: Services, api: Api) -> None:
     await services.ledger.record(row, reservation)
     assert await counter(services, budget) == {"spent_picos": 777, "reserved_picos": 0, "calls": 1}
     assert len(await rows(services)) == 1
+
+
+async def test_a_counter_another_replica_moved_is_never_decided_on_stale(
+    services: Services, api: Api
+) -> None:
+    """PostgreSQL writes a tick as one statement decided on the counters as this writer left
+    them; another replica's reservation in between makes that statement change nothing, and
+    the tick is decided again on the counter as it is."""
+    if services.store.dialect != "postgresql":
+        pytest.skip("the optimistic tick is PostgreSQL's (SQLite has one writer)")
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=3999
+    )
+    ledger = services.ledger
+    assert ledger is not None
+    applicable = await ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    other = Ledger(services.store, services.clock, ledger.book, 120)  # another replica's
+    other.start()
+    try:
+        for writer, request_id in ((ledger, "req_a1"), (ledger, "req_a2"), (other, "req_b1")):
+            await writer.reserve(
+                applicable, request_id, 1000, await _usage_row(services, request_id, 0)
+            )
+        remembered = ledger._writer.remembered
+        assert (remembered.hits, remembered.misses) == (1, 0)  # a1 taught it the counter
+        with pytest.raises(BudgetExceeded):  # 3000 reserved: on a stale 2000 it would fit
+            await ledger.reserve(
+                applicable, "req_a3", 1000, await _usage_row(services, "req_a3", 0)
+            )
+        assert remembered.misses == 1
+        assert await counter(services, budget) == {
+            "spent_picos": 0,
+            "reserved_picos": 3000,
+            "calls": 0,
+        }
+    finally:
+        await other.stop()
 
 
 async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transaction(

@@ -27,6 +27,21 @@ engine: on SQLite on the event loop's thread with its own ``sqlite3`` connection
 are one statement and step 5 another (rows travel as one JSON parameter), so a tick is four
 round trips: BEGIN, those two, COMMIT. A tick of usage rows alone is one ``INSERT`` there,
 atomic by itself.
+
+On PostgreSQL a tick is first tried **optimistically**, as one statement (one round trip,
+committed by itself: ``OPTIMISTIC_POSTGRES``), when the writer remembers every counter the tick
+needs as its own last ticks left them (``Remembered``). The tick is decided in Python against
+those values, and the statement writes each counter only where it still holds them (``WHERE
+spent_picos = <remembered> AND ...``, a row another transaction is changing is waited for and
+checked again once that commits), ends the reservations, inserts the usage rows and the new
+reservations; unless every counter was written, every ending reservation still existed and
+every new one was inserted, it fails on purpose and changes nothing. Then the tick is written
+the locking way above, which decides again on the counters as they are, so nothing is ever
+decided on a stale counter: another replica, the sweeper or a settlement made twice only cost
+the failed attempt. After a miss the writer tries again after 1, 2, 4 ... 64 ticks, so replicas
+that share counters mostly lock. One replica alone (or replicas with counters of their own)
+reserves in one round trip and holds each counter's row lock only while the statement runs,
+where the locking way holds it across four round trips.
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 import orjson
 
 from pilothouse.budgets.reserve import Ask, BudgetKey, Counter, Reservation, decide
@@ -81,6 +97,8 @@ Ending = dict[str, tuple[dict[str, Any] | None, Reservation]]
 ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
 """What a tick's read learns: which reservations still existed, the budget and rate counters."""
 KNOWN_COUNTERS_MAX = 100_000
+OPTIMISTIC_BACKOFF_MAX = 64
+RACED = "ledger tick raced"  # what the optimistic tick fails with when a counter moved
 
 # A budget deleted since the cache read it gets no counter, and the call is not held to it.
 NEW_BUDGET_COUNTER = (
@@ -140,9 +158,81 @@ WRITE_POSTGRES = (
     " SELECT * FROM jsonb_populate_recordset(NULL::budget_reservations, $8::jsonb)"
     " ON CONFLICT (request_id) DO NOTHING"
 )
+# The whole tick as one statement, without a lock taken ahead: every counter is written only
+# if it still holds what the writer last left in it, and unless every counter is written,
+# every ending reservation still exists and every new one is inserted, the statement fails
+# (a cast error, on purpose) and changes nothing: the tick is then written the locking way.
+OPTIMISTIC_POSTGRES = (
+    "WITH gone AS (DELETE FROM budget_reservations WHERE request_id = ANY($1::text[])"
+    " RETURNING 1),"
+    " used AS (INSERT INTO usage_records"
+    " SELECT * FROM jsonb_populate_recordset(NULL::usage_records, $2::jsonb)"
+    " ON CONFLICT (request_id) DO NOTHING),"
+    " b AS (UPDATE budget_counters AS c SET spent_picos = v.s, reserved_picos = v.r, calls = v.n"
+    " FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],"
+    " $8::bigint[], $9::bigint[], $10::bigint[]) AS v(id, ws, s, r, n, s0, r0, n0)"
+    " WHERE c.budget_id = v.id AND c.window_start = v.ws AND c.spent_picos = v.s0"
+    " AND c.reserved_picos = v.r0 AND c.calls = v.n0 RETURNING 1),"
+    " r AS (UPDATE rate_counters AS c SET count = v.n"
+    " FROM unnest($11::text[], $12::bigint[], $13::bigint[]) AS v(k, n, n0)"
+    " WHERE c.key = v.k AND c.count = v.n0 RETURNING 1),"
+    " held AS (INSERT INTO budget_reservations"
+    " SELECT * FROM jsonb_populate_recordset(NULL::budget_reservations, $14::jsonb)"
+    " ON CONFLICT (request_id) DO NOTHING RETURNING 1)"
+    " SELECT CAST(CASE WHEN (SELECT count(*) FROM gone) = $15"
+    " AND (SELECT count(*) FROM b) = cardinality($3::text[])"
+    " AND (SELECT count(*) FROM r) = cardinality($11::text[])"
+    " AND (SELECT count(*) FROM held) = $16"
+    f" THEN '1' ELSE '{RACED}' END AS integer)"
+)
 READ_RATE_COUNTERS_POSTGRES = (
     "SELECT key, count FROM rate_counters WHERE key = ANY($1::text[]) ORDER BY key FOR UPDATE"
 )
+
+
+class Remembered:
+    """The counters as this writer's last ticks left them (PostgreSQL): what an optimistic
+    tick is decided against. Only ever a guess: the tick that relies on it checks it."""
+
+    def __init__(self) -> None:
+        self.budgets: dict[BudgetKey, tuple[int, int, int]] = {}
+        self.rates: dict[str, int] = {}
+        self._wait = 0  # ticks to write the locking way before trying again
+        self._missed = 0  # optimistic ticks missed in a row
+        self.hits = 0  # optimistic ticks written
+        self.misses = 0  # optimistic ticks that found a counter moved (nothing written)
+
+    def worth_trying(self) -> bool:
+        """Whether to try the next tick optimistically: after misses in a row (other replicas
+        or the sweeper change the same counters), less and less often."""
+        if self._wait:
+            self._wait -= 1
+            return False
+        return True
+
+    def hit(self, tick: Tick) -> None:
+        """``tick`` committed: remember the counters as it left them."""
+        self._missed = 0
+        self.hits += 1
+        self.learn(tick)
+
+    def missed(self) -> None:
+        """An optimistic tick found a counter moved: wait 1, 2, 4, ... 64 ticks to try again."""
+        self._wait = min(2**self._missed, OPTIMISTIC_BACKOFF_MAX)
+        self._missed += 1
+        self.misses += 1
+
+    def learn(self, tick: Tick) -> None:
+        """``tick`` committed (the locking way): it read and wrote these counters; a budget
+        counter it asked for and did not find is gone (its budget was deleted)."""
+        if len(self.budgets) > KNOWN_COUNTERS_MAX or len(self.rates) > KNOWN_COUNTERS_MAX:
+            self.budgets.clear()
+            self.rates.clear()
+        for key, value in tick.counters.items():
+            self.budgets[key] = (value[0], value[1], value[2])
+        for key in tick.asked - tick.counters.keys():
+            self.budgets.pop(key, None)
+        self.rates.update(tick.rates)
 
 
 class Tick:
@@ -163,6 +253,11 @@ class Tick:
         self.asks = [item for item in items if isinstance(item, Ask)]
         self.ended = [item for item in items if isinstance(item, Ended)]
         self.created: list[BudgetKey] = []  # counters made (or found) by this tick
+        # Every counter the tick read (and locked), as it leaves them: what the writer then
+        # knows of them (``Remembered``).
+        self.counters: dict[BudgetKey, Counter] = {}
+        self.rates: dict[str, int] = {}
+        self.asked: set[BudgetKey] = set()
 
     @property
     def needs_transaction(self) -> bool:
@@ -186,6 +281,7 @@ class Tick:
                 yield Many(INSERT_USAGE_POSTGRES, [(_json(rows),)])
             return
         asked = {key for ask in self.asks for _, key in ask.budgets}
+        self.asked = asked
         new_rates = sorted({(r.key, r.expires_at) for ask in self.asks for r in ask.rates})
         # A counter, once made, stays until its budget is deleted (then it is not wanted).
         self.created = sorted(asked - self._known)
@@ -194,6 +290,7 @@ class Tick:
         else:
             read = self._read_sqlite(ending, rows, asked, new_rates)
         gone_ids, spent, rates = yield from read
+        self.counters, self.rates = spent, rates  # as this tick leaves them once it commits
         gone = [ending[request_id] for request_id in gone_ids]
         before_budgets = {k: tuple(v) for k, v in spent.items()}
         before_rates = dict(rates)
@@ -231,6 +328,52 @@ class Tick:
             yield Many(SET_RATE_COUNTER, [(n, k) for k, n in moved])
         if admitted:
             yield Many(self._held.sql, [self._held.values(row) for row in admitted])
+
+    def optimistic(self, known: Remembered) -> tuple[Any, ...] | None:
+        """PostgreSQL: the tick as one statement (``OPTIMISTIC_POSTGRES``), decided against
+        the counters as this writer last left them, each written only if it still holds what
+        it was decided against, the reservations ended only if every one still exists; or
+        None if the tick needs a counter the writer does not know (then it is written the
+        locking way, ``steps``)."""
+        ending = {
+            e.reservation.request_id: (e.row, e.reservation)
+            for e in self.ended
+            if e.reservation is not None
+        }
+        budget_keys = {key for ask in self.asks for _, key in ask.budgets}
+        budget_keys |= {k for _, r in ending.values() for k in r.charges}
+        rate_keys = {r.key for ask in self.asks for r in ask.rates}
+        rate_keys |= {c.key for _, r in ending.values() for c in r.rate_charges}
+        budgets, rates = known.budgets, known.rates
+        if not (budget_keys <= budgets.keys() and rate_keys <= rates.keys()):
+            return None
+        before = {key: budgets[key] for key in sorted(budget_keys)}
+        spent = {key: list(v) for key, v in before.items()}
+        counts = {key: rates[key] for key in sorted(rate_keys)}
+        after_rates = dict(counts)
+        for row, reservation in ending.values():
+            _end(row, reservation, spent, after_rates)
+        decide(self.asks, spent, after_rates)
+        admitted = [ask.row for ask in self.asks if ask.refusal is None]
+        self.counters, self.rates = spent, after_rates
+        return (
+            sorted(ending),
+            _json([e.row for e in self.ended if e.row is not None]),
+            [k[0] for k in before],
+            [k[1] for k in before],
+            [spent[k][0] for k in before],
+            [spent[k][1] for k in before],
+            [spent[k][2] for k in before],
+            [v[0] for v in before.values()],
+            [v[1] for v in before.values()],
+            [v[2] for v in before.values()],
+            list(counts),
+            [after_rates[k] for k in counts],
+            list(counts.values()),
+            _json(admitted),
+            len(ending),
+            len(admitted),
+        )
 
     def _read_sqlite(
         self,
@@ -346,6 +489,7 @@ class LedgerWriter(GroupCommit[Item]):
         self._held = RowInsert(store, budget_reservations, key="request_id")
         self._writer = OwnWriter(store, "ledger")
         self._known: set[BudgetKey] = set()  # budget counters known to exist
+        self.remembered = Remembered()
 
     async def record(self, row: dict[str, Any], reservation: Reservation | None = None) -> None:
         """Write a call's usage ``row``, settling its ``reservation`` to the row's cost; return
@@ -363,14 +507,34 @@ class LedgerWriter(GroupCommit[Item]):
     async def _write(self, items: list[Item]) -> None:
         tick = Tick(items, self._dialect, self._usage, self._held, self._known)
         if self._dialect == "postgresql":
+            if tick.needs_transaction and await self._optimistic(tick):
+                return
             await self._writer.postgres(
                 lambda driver: _run_postgres(driver, tick), transaction=tick.needs_transaction
             )
+            if tick.needs_transaction:
+                self.remembered.learn(tick)
         else:
             await self._writer.sqlite(lambda conn: _run_sqlite(conn, tick))
         if len(self._known) > KNOWN_COUNTERS_MAX:
             self._known.clear()
         self._known.update(tick.created)
+
+    async def _optimistic(self, tick: Tick) -> bool:
+        """Write ``tick`` as one statement if the counters it needs are remembered and still
+        hold what they were left with; whether it was written (if not, nothing was)."""
+        remembered = self.remembered
+        if not remembered.worth_trying():
+            return False
+        params = tick.optimistic(remembered)
+        if params is None:
+            return False
+        written = await self._writer.postgres_once(lambda driver: _run_optimistic(driver, params))
+        if written:
+            remembered.hit(tick)
+        else:
+            remembered.missed()
+        return written
 
     def _abandoned(self, items: list[Item]) -> None:
         # A call cancelled while its reservation was being decided (its client went away)
@@ -395,6 +559,18 @@ def _run_sqlite(conn: sqlite3.Connection, tick: Tick) -> None:
                 step = steps.send(conn.execute(step.sql, step.params).fetchall())
     except StopIteration:
         pass
+
+
+async def _run_optimistic(driver: Any, params: tuple[Any, ...]) -> bool:
+    try:
+        await driver.fetchval(OPTIMISTIC_POSTGRES, *params)
+    except asyncpg.InvalidTextRepresentationError as exc:
+        if RACED not in str(exc):
+            raise
+        return False  # a counter moved, or a reservation was settled before: nothing written
+    except asyncpg.DeadlockDetectedError:
+        return False  # with a tick locking counters in key order (this one does not)
+    return True
 
 
 async def _run_postgres(driver: Any, tick: Tick) -> None:

@@ -31,7 +31,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import Table, make_url
@@ -56,6 +56,7 @@ RUN_AGAIN = (  # failures after which nothing was committed: the transaction can
     asyncpg.InternalClientError,
     ConnectionError,
 )
+V = TypeVar("V")
 Statement = tuple[str, list[tuple[Any, ...]]]
 """SQL with ``?`` placeholders and the parameter tuples to execute it with."""
 
@@ -186,11 +187,7 @@ class OwnWriter:
         for attempt in (1, 2):
             committing = False
             try:
-                conn = self._pg
-                if conn is None or conn.is_closed():
-                    conn = self._pg = await asyncpg.connect(
-                        _asyncpg_dsn(self._store.url), timeout=5, command_timeout=30
-                    )
+                conn = await self._connection()
                 if not transaction:
                     await work(conn)
                     return
@@ -205,6 +202,24 @@ class OwnWriter:
                 # committed).
                 if committing or attempt == 2 or not isinstance(exc, RUN_AGAIN):
                     raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+
+    async def postgres_once(self, work: Callable[[Any], Awaitable[V]]) -> V:
+        """Await ``work(asyncpg connection)``, one statement committed by itself, once: a
+        failure of the driver is raised as StoreUnavailable and never run again (it may have
+        committed), and the connection is replaced."""
+        try:
+            return await work(await self._connection())
+        except DRIVER_FAILURES as exc:
+            await self._drop_postgres()
+            raise StoreUnavailable(f"the store cannot be written: {exc}") from exc
+
+    async def _connection(self) -> asyncpg.Connection:
+        conn = self._pg
+        if conn is None or conn.is_closed():
+            conn = self._pg = await asyncpg.connect(
+                _asyncpg_dsn(self._store.url), timeout=5, command_timeout=30
+            )
+        return conn
 
     async def _drop_postgres(self) -> None:
         conn, self._pg = self._pg, None
