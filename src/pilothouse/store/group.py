@@ -51,13 +51,19 @@ class GroupCommit(Generic[T]):
             raise StoreUnavailable(f"the {self.name} writer is not running")
         # A caller that goes away (a cancelled request) cancels only its future: the item is
         # written with its batch all the same. If the outcome came first, nobody reads it.
-        await self._enqueue(item)
+        future = self._enqueue(item, awaited=True)
+        try:
+            await future
+        except asyncio.CancelledError:
+            _consume(future)  # cancelled after its outcome came: nobody reads it
+            raise
 
-    def _enqueue(self, item: T) -> asyncio.Future[None]:
-        """Queue ``item`` for the next batch; the future is done once it is written (an
-        outcome nobody awaits is consumed)."""
+    def _enqueue(self, item: T, *, awaited: bool = False) -> asyncio.Future[None]:
+        """Queue ``item`` for the next batch; the future is done once it is written. The
+        outcome of one nobody will await is consumed (a failure is logged by the writer)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
+        if not awaited:  # a callback costs a turn of the loop: only where it is needed
+            future.add_done_callback(_consume)
         self._pending.append((item, future))
         self._wake.set()
         return future
@@ -105,5 +111,5 @@ class GroupCommit(Generic[T]):
 
 
 def _consume(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
+    if future.done() and not future.cancelled():
         future.exception()
