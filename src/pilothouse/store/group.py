@@ -30,15 +30,19 @@ class GroupCommit(Generic[T]):
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Begin the writer task."""
+        self._stopping = False
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop (a batch being written is finished, not cancelled:
+        its callers would never hear how it ended)."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping = True
+            self._wake.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         while self._pending:
@@ -79,7 +83,7 @@ class GroupCommit(Generic[T]):
         """Release what the writer holds (connections, threads) once it has stopped."""
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
