@@ -223,8 +223,8 @@ class Remembered:
         self.misses += 1
 
     def learn(self, tick: Tick) -> None:
-        """``tick`` committed (the locking way): it read and wrote these counters; a budget
-        counter it asked for and did not find is gone (its budget was deleted)."""
+        """``tick`` committed: it left these counters so; a budget counter it asked for and did
+        not find (the locking way) is gone (its budget was deleted)."""
         if len(self.budgets) > KNOWN_COUNTERS_MAX or len(self.rates) > KNOWN_COUNTERS_MAX:
             self.budgets.clear()
             self.rates.clear()
@@ -270,12 +270,7 @@ class Tick:
 
     def steps(self) -> Generator[Step, list[Any], None]:
         """The tick's statements in order; ``Rows`` steps are sent their rows back."""
-        ending = {
-            e.reservation.request_id: (e.row, e.reservation)
-            for e in self.ended
-            if e.reservation is not None
-        }
-        rows = [e.row for e in self.ended if e.row is not None]
+        ending, rows = self._ending()
         if self._dialect == "postgresql" and not self.needs_transaction:
             if rows:
                 yield Many(INSERT_USAGE_POSTGRES, [(_json(rows),)])
@@ -335,11 +330,7 @@ class Tick:
         it was decided against, the reservations ended only if every one still exists; or
         None if the tick needs a counter the writer does not know (then it is written the
         locking way, ``steps``)."""
-        ending = {
-            e.reservation.request_id: (e.row, e.reservation)
-            for e in self.ended
-            if e.reservation is not None
-        }
+        ending, rows = self._ending()
         budget_keys = {key for ask in self.asks for _, key in ask.budgets}
         budget_keys |= {k for _, r in ending.values() for k in r.charges}
         rate_keys = {r.key for ask in self.asks for r in ask.rates}
@@ -358,7 +349,7 @@ class Tick:
         self.counters, self.rates = spent, after_rates
         return (
             sorted(ending),
-            _json([e.row for e in self.ended if e.row is not None]),
+            _json(rows),
             [k[0] for k in before],
             [k[1] for k in before],
             [spent[k][0] for k in before],
@@ -374,6 +365,16 @@ class Tick:
             len(ending),
             len(admitted),
         )
+
+    def _ending(self) -> tuple[Ending, list[dict[str, Any]]]:
+        """The reservations the tick ends (by request id, with their usage rows) and the usage
+        rows it inserts."""
+        ending = {
+            e.reservation.request_id: (e.row, e.reservation)
+            for e in self.ended
+            if e.reservation is not None
+        }
+        return ending, [e.row for e in self.ended if e.row is not None]
 
     def _read_sqlite(
         self,
