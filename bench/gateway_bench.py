@@ -190,6 +190,8 @@ def measure_cell(
     totals: dict[str, Totals],
 ) -> Cell:
     """One cell, measured again (up to --retries) while something else used our CPUs."""
+    if target.database_url is not None:
+        tg.vacuum(target.database_url)
     best = load_once(target, upstream, opts, mode, concurrency, totals)
     _print_progress(best)
     attempts = 1
@@ -461,6 +463,13 @@ def parse_args(argv: Sequence[str]) -> Options:
         help="also measure Pilothouse (and with --postgres, on PostgreSQL) with hard budgets on"
         " four scopes of every call: the cost of budget enforcement",
     )
+    parser.add_argument(
+        "--wait-floors",
+        action="store_true",
+        help="also measure Pilothouse without budgets where every call first waits for one"
+        " group-committed batch that writes nothing (and, with --postgres, one that makes one"
+        " round trip to PostgreSQL): the least any reservation before forwarding can add",
+    )
     parser.add_argument("--retries", type=int, default=2, help="re-measures of a contended cell")
     parser.add_argument("--max-others", type=float, default=0.10)
     parser.add_argument("--proxy-cpu", type=int, default=0)
@@ -525,6 +534,7 @@ def start_targets(
                     database_url=url,
                     gc_freeze=name == "pilothouse-gcfreeze",
                     budgets=name.endswith("-budgets"),
+                    wait=tg.WAITS.get(name),
                 )
             else:
                 venv = tg.litellm_venv(

@@ -103,6 +103,7 @@ class Options:
     rounds: int
     gc_freeze: bool
     budgets: bool
+    wait_floors: bool
     retries: int
     max_others: float
     proxy_cpu: int
@@ -176,6 +177,10 @@ def cell_order(opts: Options) -> list[str]:
             extra.insert(0, "pilothouse-budgets")
             if opts.postgres is not None:
                 extra.append("pilothouse-pg-budgets")
+        if opts.wait_floors:
+            extra.append("pilothouse-wait")
+            if opts.postgres is not None:
+                extra.append("pilothouse-pg-roundtrip")
         names[at:at] = extra
     return names
 

@@ -336,7 +336,12 @@ def print_header(opts: Options, litellm: str, targets: Sequence[tg.Target]) -> N
 
 
 BUDGET_TARGET_P50_MS = 0.5
-BUDGET_PAIRS = (("pilothouse", "pilothouse-budgets"), ("pilothouse-pg", "pilothouse-pg-budgets"))
+BUDGET_PAIRS = (
+    ("pilothouse", "pilothouse-budgets"),
+    ("pilothouse-pg", "pilothouse-pg-budgets"),
+    ("pilothouse", "pilothouse-wait"),  # the floors (--wait-floors): a wait, no budgets
+    ("pilothouse-pg", "pilothouse-pg-roundtrip"),
+)
 
 
 def _rounds(cell: Cell) -> str:
@@ -357,8 +362,9 @@ def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
                 mark = ""
                 if conc == TARGET_CONCURRENCY:
                     mark = " " + _mark(added <= BUDGET_TARGET_P50_MS)
+                variant = budgeted.removeprefix(plain + "-")
                 line = (
-                    f"| {plain} | {mode} | {conc} | {p.rps:,.0f} | {b.rps:,.0f} "
+                    f"| {plain} | {variant} | {mode} | {conc} | {p.rps:,.0f} | {b.rps:,.0f} "
                     f"| {_ratio(b.rps, p.rps)} | {p.result.p50_ms:.2f} / {b.result.p50_ms:.2f} "
                     f"| {added:+.2f}{mark} | {p.cpu_us_per_call:,.0f} / {b.cpu_us_per_call:,.0f} |"
                 )
@@ -373,9 +379,10 @@ def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
     )
     rounds = " calls/s of each round, without / with |" if opts.rounds > 1 else ""
     print(
-        "| store | mode | c | calls/s without | calls/s with | ratio | p50 ms without / with "
+        "| without | with | mode | c | calls/s without | calls/s with | ratio"
+        " | p50 ms without / with "
         f"| added p50 ms | CPU µs/call without / with |{rounds}"
     )
-    print("|---|---|---:|---:|---:|---:|---|---:|---|" + ("---|" if rounds else ""))
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---|" + ("---|" if rounds else ""))
     for line in lines:
         print(line)

@@ -260,6 +260,7 @@ class Target:
     owner_headers: dict[str, str] = field(default_factory=dict)
     sqlite_path: Path | None = None
     upstream_agent: str | None = None
+    database_url: str | None = None  # Pilothouse on PostgreSQL: its database
 
 
 def _server_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -373,6 +374,53 @@ _timer.start()
 """
 
 
+# Bench-only (gateway_bench.py --wait-floors): Pilothouse without budgets, where every call first
+# waits for one group-committed batch (the ledger writer's machinery) that writes nothing, or that
+# makes one round trip to PostgreSQL and writes nothing: the least that any reservation made
+# before forwarding (a durable write, which needs at least that) can add to a call.
+WAITS = {"pilothouse-wait": "batch", "pilothouse-pg-roundtrip": "roundtrip"}
+_WAIT_SITE = """\
+# Bench-only (gateway_bench.py --wait-floors): every call waits for one group-committed batch
+# before it is forwarded; the batch writes nothing ({wait!r}: "roundtrip" sends SELECT 1 to the
+# store's PostgreSQL first).
+import os
+
+import asyncpg
+
+from pilothouse.gateway import calls
+from pilothouse.store.group import GroupCommit
+
+ROUND_TRIP = {wait!r} == "roundtrip"
+
+
+class _Wait(GroupCommit):
+    name = "bench-wait"
+    conn = None
+
+    async def _write(self, items):
+        if ROUND_TRIP:
+            if self.conn is None:
+                url = os.environ["PILOTHOUSE_DATABASE_URL"].replace("+asyncpg", "")
+                self.conn = await asyncpg.connect(url)
+            await self.conn.fetchval("SELECT 1")
+
+
+_waits = []
+_reserve = calls.Gateway._reserve
+
+
+async def _wait_then_reserve(self, call):
+    if not _waits:
+        _waits.append(_Wait())
+        _waits[0].start()
+    await _waits[0].submit(None)
+    await _reserve(self, call)
+
+
+calls.Gateway._reserve = _wait_then_reserve
+"""
+
+
 def start_pilothouse(
     stack: contextlib.ExitStack,
     workdir: Path,
@@ -383,11 +431,13 @@ def start_pilothouse(
     database_url: str | None,
     gc_freeze: bool = False,
     budgets: bool = False,
+    wait: str | None = None,
 ) -> Target:
     """``pilothouse serve`` on a fresh store, and a session key to call it with.
 
     With ``gc_freeze``, a ``sitecustomize`` calls ``gc.freeze()`` two seconds after the process
     starts (the code of Pilothouse is unchanged): what that one call at start-up would give.
+    With ``wait`` (``WAITS``), one makes every call wait for a batch that writes nothing.
     """
     home = workdir / name
     home.mkdir()
@@ -404,6 +454,11 @@ def start_pilothouse(
         site.mkdir()
         code = _GC_FREEZE_SITE.format(marker=str(marker), delay=GC_FREEZE_DELAY_S)
         (site / "sitecustomize.py").write_text(code)
+        env["PYTHONPATH"] = str(site)
+    elif wait is not None:
+        site = home / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(_WAIT_SITE.format(wait=wait))
         env["PYTHONPATH"] = str(site)
     port = free_port()
     argv = [sys.executable, "-m", "pilothouse", "serve", "--config", str(config)]
@@ -441,6 +496,10 @@ def start_pilothouse(
     what = f"`pilothouse serve`, {store} store, session key"
     if budgets:
         what += "; hard budgets on org, project, session and label (reserved and settled)"
+    if wait == "batch":
+        what += "; no budgets, every call first waits for a group-committed batch writing nothing"
+    elif wait == "roundtrip":
+        what += "; no budgets, every call first waits for a batch making one round trip (SELECT 1)"
     if gc_freeze:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not marker.exists():
@@ -460,6 +519,7 @@ def start_pilothouse(
         owner_headers=owner,
         sqlite_path=None if database_url else home / "data" / "pilothouse.db",
         upstream_agent=agent,
+        database_url=database_url,
     )
 
 
@@ -586,6 +646,21 @@ def _admin_sql(server_url: str, statement: str) -> None:
         conn = await asyncpg.connect(server_url.rstrip("/") + "/postgres", timeout=10)
         try:
             await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def vacuum(database_url: str) -> None:
+    """``VACUUM ANALYZE`` a bench database: what autovacuum keeps done between cells on a server
+    that runs it (the one here may not: the ledger's rows, inserted and deleted by the thousand
+    a second, would otherwise slow each round more than the last)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url, timeout=10)
+        try:
+            await conn.execute("VACUUM ANALYZE")
         finally:
             await conn.close()
 
