@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -171,11 +171,14 @@ class Ledger:
         """Write what is queued, then stop."""
         await self._writer.stop()
 
-    async def record(self, row: dict[str, Any], reservation: Reservation | None = None) -> None:
+    def record(
+        self, row: dict[str, Any], reservation: Reservation | None = None
+    ) -> Coroutine[Any, Any, None]:
         """Write a call's usage ``row`` and settle its ``reservation`` to the row's cost, in
-        one transaction, durably (group-committed); settling twice counts once. Raise
-        StoreUnavailable if it could not be written."""
-        await self._writer.record(row, reservation)
+        one transaction, durably (group-committed); settling twice counts once. The awaitable
+        raises StoreUnavailable if it could not be written. (The writer's coroutine itself:
+        one coroutine less between every call and its write.)"""
+        return self._writer.record(row, reservation)
 
     async def reserve(
         self,
@@ -266,9 +269,9 @@ class Ledger:
                 )
         return len(live)
 
-    async def release(self, reservation: Reservation) -> None:
+    def release(self, reservation: Reservation) -> Coroutine[Any, Any, None]:
         """Give back a reservation whose call was never forwarded (no usage row is written)."""
-        await self._writer.release(reservation)
+        return self._writer.release(reservation)
 
     async def sweep(self) -> int:
         """Settle every expired reservation at its reserved amount; how many were settled.
