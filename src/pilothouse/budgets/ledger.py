@@ -197,34 +197,29 @@ class Ledger:
         that refuses) and changes nothing if any would be exceeded.
         """
         now = self._clock.now()
-        org_id = usage_row["org_id"]
-        starts, minute = window_epochs(now)
+        starts, minute, seconds = window_epochs(now)
         budgets_asked, charges, charges_json = self._charges(applicable, starts)
-        rates = []
-        for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
-            if hit.kind == LimitKind.CONCURRENT:
-                rates.append(RateAsk(hit, f"{org_id}|conc|{hit.scope}", 1, None, None))
-            else:
-                amount = 1 if hit.kind == LimitKind.RPM else tokens
-                key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
-                rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
-        rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
-        row = {
-            "request_id": request_id,
-            "amount_picos": amount_picos,
-            "charges": charges_json,
-            "rate_charges": (
-                orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
-                if rate_charges
-                else "[]"
-            ),
-            # orjson: made for every call (the usage row's timestamp is ISO 8601).
-            "usage_row": orjson.dumps(usage_row).decode(),
-            "expires_at": epoch(now) + self._ttl,
-        }
+        rates: list[RateAsk] = []
+        rate_charges: tuple[RateCharge, ...] = ()
+        rate_json = "[]"
+        if limits:
+            rates = _rate_asks(limits, usage_row["org_id"], minute, tokens)
+            rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
+            rate_json = orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
+        # The budget_reservations row, in the table's column order (``RESERVATION_COLUMNS``):
+        # SQLite binds it as it is. orjson: made for every call (the usage row's timestamp is
+        # ISO 8601).
+        row = (
+            request_id,
+            amount_picos,
+            charges_json,
+            rate_json,
+            orjson.dumps(usage_row).decode(),
+            seconds + self._ttl,
+        )
         held = Reservation(request_id, amount_picos, charges, rate_charges)
         ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held)
-        await self._writer.reserve(ask)  # a caller gone meanwhile: the writer releases it
+        await self._writer.submit(ask)  # a caller gone meanwhile: the writer releases it
         if ask.refusal is not None:
             raise ask.refusal
         self._live.add(request_id)
@@ -350,6 +345,20 @@ class Ledger:
 
 def _by_id(budget: Budget) -> str:
     return budget.id
+
+
+def _rate_asks(limits: Sequence[LimitHit], org_id: str, minute: int, tokens: int) -> list[RateAsk]:
+    """The rate-limit counters a call takes a slot of (``tokens`` of each per-minute token
+    limit), in the order they are locked in."""
+    rates = []
+    for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
+        if hit.kind == LimitKind.CONCURRENT:
+            rates.append(RateAsk(hit, f"{org_id}|conc|{hit.scope}", 1, None, None))
+        else:
+            amount = 1 if hit.kind == LimitKind.RPM else tokens
+            key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
+            rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
+    return rates
 
 
 def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:

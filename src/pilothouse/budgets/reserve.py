@@ -20,6 +20,16 @@ from pilothouse.gateway.usage_rows import dollars
 
 PICOS_PER_USD = 10**12
 BudgetKey = tuple[str, int]  # (budget id, window start)
+# The budget_reservations table's columns, in its order: a reservation row is made for every
+# budgeted call, as a tuple in this order (``budgets/writer.py`` checks it against the table).
+RESERVATION_COLUMNS = (
+    "request_id",
+    "amount_picos",
+    "charges",
+    "rate_charges",
+    "usage_row",
+    "expires_at",
+)
 Counter = list[int]  # a budget counter as read and changed: [spent, reserved, calls]
 
 
@@ -127,7 +137,7 @@ class Ask:
     amount_picos: int
     budgets: list[tuple[Budget, BudgetKey]]
     rates: list[RateAsk]
-    row: dict[str, Any]  # the budget_reservations row
+    row: tuple[Any, ...]  # the budget_reservations row, in RESERVATION_COLUMNS' order
     now: datetime
     held: Reservation  # what to settle or release if admitted
     counts: list[int] = field(default_factory=list)  # each rate counter once admitted

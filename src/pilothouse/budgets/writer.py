@@ -55,7 +55,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pilothouse.budgets.reserve import Ask, BudgetKey, Counter, Reservation, decide
+from pilothouse.budgets.reserve import (
+    RESERVATION_COLUMNS,
+    Ask,
+    BudgetKey,
+    Counter,
+    Reservation,
+    decide,
+)
 from pilothouse.budgets.tables import budget_reservations
 from pilothouse.gateway.tables import usage_records
 from pilothouse.store.bulk import OwnWriter, RowInsert, numbered
@@ -312,7 +319,7 @@ class Tick:
                             [v[2] for _, v in changed],
                             [k for k, _ in moved],
                             [n for _, n in moved],
-                            _json(admitted),
+                            _reservations_json(admitted),
                         )
                     ],
                 )
@@ -321,8 +328,8 @@ class Tick:
             yield Many(SET_BUDGET_COUNTER, [(*v, *k) for k, v in changed])
         if moved:
             yield Many(SET_RATE_COUNTER, [(n, k) for k, n in moved])
-        if admitted:
-            yield Many(self._held.sql, [self._held.values(row) for row in admitted])
+        if admitted:  # rows in the table's column order, no column to process (see __init__)
+            yield Many(self._held.sql, admitted)
 
     def optimistic(self, known: Remembered) -> tuple[Any, ...] | None:
         """PostgreSQL: the tick as one statement (``OPTIMISTIC_POSTGRES``), decided against
@@ -361,7 +368,7 @@ class Tick:
             list(counts),
             [after_rates[k] for k in counts],
             list(counts.values()),
-            _json(admitted),
+            _reservations_json(admitted),
             len(ending),
             len(admitted),
         )
@@ -447,6 +454,12 @@ def _json(values: list[Any]) -> str:
     return orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _reservations_json(rows: list[tuple[Any, ...]]) -> str:
+    """Reservation rows as one JSON parameter of objects (PostgreSQL's
+    ``jsonb_populate_recordset``)."""
+    return _json([dict(zip(RESERVATION_COLUMNS, row, strict=True)) for row in rows])
+
+
 def _end(
     row: dict[str, Any] | None,
     reservation: Reservation,
@@ -488,6 +501,11 @@ class LedgerWriter(GroupCommit[Item]):
         self._dialect = store.dialect
         self._usage = RowInsert(store, usage_records, key="request_id")
         self._held = RowInsert(store, budget_reservations, key="request_id")
+        # Reservation rows are made as tuples in the table's column order and bound as they
+        # are: that holds only while the order is RESERVATION_COLUMNS and no column has a bind
+        # processor (none of its types has one).
+        if not self._held.as_is(RESERVATION_COLUMNS):
+            raise TypeError("budget_reservations no longer matches RESERVATION_COLUMNS")
         self._writer = OwnWriter(store, "ledger")
         self._known: set[BudgetKey] = set()  # budget counters known to exist
         self.remembered = Remembered()
