@@ -219,7 +219,7 @@ class Ledger:
         )
         held = Reservation(request_id, amount_picos, charges, rate_charges)
         ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held)
-        await self._writer.submit(ask)  # a caller gone meanwhile: the writer releases it
+        await self._writer.reserve(ask)  # a caller gone meanwhile: the writer releases it
         if ask.refusal is not None:
             raise ask.refusal
         self._live.add(request_id)

@@ -149,15 +149,17 @@ def decide(asks: Sequence[Ask], spent: dict[BudgetKey, Counter], rates: dict[str
     ``rates`` (each rate counter's count) for every admitted one."""
     for ask in asks:
         ask.counts = []  # a transaction run again decides again
-        ask.refusal = _refusal(ask, spent, rates)
-        if ask.refusal is not None:
+        ask.refusal = refusal = _refusal(ask, spent, rates)
+        if refusal is not None:
             continue
         for rate in ask.rates:
             rates[rate.key] += rate.amount
             ask.counts.append(rates[rate.key])
+        amount = ask.amount_picos
         for _, key in ask.budgets:
-            if key in spent:
-                spent[key][1] += ask.amount_picos
+            counter = spent.get(key)
+            if counter is not None:  # None: deleted since the cache read it
+                counter[1] += amount
 
 
 def _refusal(
@@ -167,16 +169,14 @@ def _refusal(
         used = rates[rate.key]
         if used + rate.amount > rate.hit.limit:
             return rate_limited(rate, used, ask.now)
+    amount = ask.amount_picos
     for budget, key in ask.budgets:
-        if key not in spent:  # deleted since the cache read it
-            continue
-        done, held = spent[key][0], spent[key][1]
-        if budget.enforcement is Enforcement.HARD and (
-            done + held + ask.amount_picos > budget.limit_picos
-        ):
-            refusal = Refusal(
-                budget, done, held, ask.amount_picos, window_end(budget.window, ask.now)
-            )
+        counter = spent.get(key)
+        if counter is None or budget.enforcement is not Enforcement.HARD:
+            continue  # None: deleted since the cache read it
+        done, held = counter[0], counter[1]
+        if done + held + amount > budget.limit_picos:
+            refusal = Refusal(budget, done, held, amount, window_end(budget.window, ask.now))
             return BudgetExceeded(refusal.message(), **refusal.details())
     return None
 

@@ -467,18 +467,28 @@ def _end(
     rates: dict[str, int],
 ) -> None:
     """Settle a call's reservation to its usage ``row`` (None: release it) on the counters."""
+    amount = reservation.amount_picos
+    if row is None:
+        for key in reservation.charges:
+            counter = spent.get(key)
+            if counter is not None:  # None: its budget was deleted
+                counter[1] -= amount
+        for rate in reservation.rate_charges:
+            if rate.key in rates:  # a past minute's counter may be gone
+                rates[rate.key] -= rate.taken
+        return
+    cost = row["cost_picos"]
     for key in reservation.charges:
         counter = spent.get(key)
-        if counter is None:  # its budget was deleted
-            continue
-        counter[1] -= reservation.amount_picos
-        if row is not None:
-            counter[0] += row["cost_picos"]
+        if counter is not None:
+            counter[0] += cost
+            counter[1] -= amount
             counter[2] += 1
-    tokens = _tokens(row) if row is not None else 0
-    for rate in reservation.rate_charges:
-        if rate.key in rates:  # a past minute's counter may be gone
-            rates[rate.key] += rate.settled(tokens) if row is not None else -rate.taken
+    if reservation.rate_charges:
+        tokens = _tokens(row)
+        for rate in reservation.rate_charges:
+            if rate.key in rates:
+                rates[rate.key] += rate.settled(tokens)
 
 
 def _tokens(row: dict[str, Any]) -> int:
