@@ -127,10 +127,14 @@ END_RESERVATIONS = (
     "DELETE FROM budget_reservations WHERE request_id IN"
     " (SELECT value FROM json_each(?)) RETURNING request_id"
 )
+# A join, each key looked up by the primary key: the row-value ``IN (SELECT ...)`` it replaces
+# searched by the budget id alone and cost nearly twice the CPU (the keys are distinct: each
+# counter comes back once either way).
 READ_BUDGET_COUNTERS = (
-    "SELECT budget_id, window_start, spent_picos, reserved_picos, calls"
-    " FROM budget_counters WHERE (budget_id, window_start) IN"
-    " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
+    "SELECT c.budget_id, c.window_start, c.spent_picos, c.reserved_picos, c.calls"
+    " FROM json_each(?) AS k JOIN budget_counters AS c"
+    " ON c.budget_id = json_extract(k.value, '$[0]')"
+    " AND c.window_start = json_extract(k.value, '$[1]')"
 )
 READ_RATE_COUNTERS = (
     "SELECT key, count FROM rate_counters WHERE key IN (SELECT value FROM json_each(?))"
