@@ -98,7 +98,15 @@ class Rows:
     params: tuple[Any, ...]
 
 
-Step = Many | Rows
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Run ``sql`` once; how many rows it changed is sent back into the tick (SQLite only)."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+Step = Many | Rows | Count
 Ending = dict[str, tuple[dict[str, Any] | None, Reservation]]
 """The reservations a tick ends, by request id: each with its usage row (None: released)."""
 ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
@@ -127,6 +135,14 @@ END_RESERVATIONS = (
     "DELETE FROM budget_reservations WHERE request_id IN"
     " (SELECT value FROM json_each(?)) RETURNING request_id"
 )
+# A tick first ends its reservations without RETURNING, which costs SQLite less than half the
+# CPU; only if fewer existed than it ends (one settled twice, or taken by the sweeper) is that
+# undone and they are ended again, learning which existed.
+SAVE_ENDING = "SAVEPOINT ending"
+END_RESERVATIONS_COUNTED = (
+    "DELETE FROM budget_reservations WHERE request_id IN (SELECT value FROM json_each(?))"
+)
+UNDO_ENDING = "ROLLBACK TO ending"
 # A join, each key looked up by the primary key: the row-value ``IN (SELECT ...)`` it replaces
 # searched by the budget id alone and cost nearly twice the CPU (the keys are distinct: each
 # counter comes back once either way).
@@ -279,8 +295,9 @@ class Tick:
             or any(e.reservation is not None for e in self.ended)
         )
 
-    def steps(self) -> Generator[Step, list[Any], None]:
-        """The tick's statements in order; ``Rows`` steps are sent their rows back."""
+    def steps(self) -> Generator[Step, Any, None]:
+        """The tick's statements in order; ``Rows`` steps are sent their rows back, ``Count``
+        steps how many rows they changed."""
         ending, rows = self._ending()
         if self._dialect == "postgresql" and not self.needs_transaction:
             if rows:
@@ -393,12 +410,19 @@ class Tick:
         rows: list[dict[str, Any]],
         asked: set[BudgetKey],
         new_rates: list[tuple[str, int | None]],
-    ) -> Generator[Step, list[Any], ReadCounters]:
+    ) -> Generator[Step, Any, ReadCounters]:
         """End the reservations, insert the usage rows, make and read the counters."""
         gone_ids: list[str] = []
         if ending:  # first, as on PostgreSQL
-            found = yield Rows(END_RESERVATIONS, (_json(sorted(ending)),))
-            gone_ids = [row[0] for row in found]
+            ids = sorted(ending)
+            ids_json = _json(ids)
+            yield Rows(SAVE_ENDING, ())
+            if (yield Count(END_RESERVATIONS_COUNTED, (ids_json,))) == len(ids):
+                gone_ids = ids  # every one still existed
+            else:
+                yield Rows(UNDO_ENDING, ())
+                found = yield Rows(END_RESERVATIONS, (ids_json,))
+                gone_ids = [row[0] for row in found]
         if rows:
             yield Many(self._usage.sql, [self._usage.values(row) for row in rows])
         if self.created:
@@ -424,7 +448,7 @@ class Tick:
         rows: list[dict[str, Any]],
         asked: set[BudgetKey],
         new_rates: list[tuple[str, int | None]],
-    ) -> Generator[Step, list[Any], ReadCounters]:
+    ) -> Generator[Step, Any, ReadCounters]:
         """The same in one statement (two more the first time a counter is needed, one more
         when rate limits apply). Every counter an ending reservation went to is locked, since
         which of them still exist is learnt in the same statement."""
@@ -595,6 +619,8 @@ def _run_sqlite(conn: sqlite3.Connection, tick: Tick) -> None:
             if isinstance(step, Many):
                 conn.executemany(step.sql, step.params)
                 step = next(steps)
+            elif isinstance(step, Count):
+                step = steps.send(conn.execute(step.sql, step.params).rowcount)
             else:
                 step = steps.send(conn.execute(step.sql, step.params).fetchall())
     except StopIteration:
