@@ -137,12 +137,14 @@ END_RESERVATIONS = (
 )
 # A tick first ends its reservations without RETURNING, which costs SQLite less than half the
 # CPU; only if fewer existed than it ends (one settled twice, or taken by the sweeper) is that
-# undone and they are ended again, learning which existed.
+# undone and they are ended again, learning which existed. The savepoint is let go of at once:
+# while one is open SQLite journals every page the transaction changes, to undo it.
 SAVE_ENDING = "SAVEPOINT ending"
 END_RESERVATIONS_COUNTED = (
     "DELETE FROM budget_reservations WHERE request_id IN (SELECT value FROM json_each(?))"
 )
 UNDO_ENDING = "ROLLBACK TO ending"
+KEEP_ENDING = "RELEASE ending"
 # A join, each key looked up by the primary key: the row-value ``IN (SELECT ...)`` it replaces
 # searched by the budget id alone and cost nearly twice the CPU (the keys are distinct: each
 # counter comes back once either way).
@@ -419,8 +421,10 @@ class Tick:
             yield Rows(SAVE_ENDING, ())
             if (yield Count(END_RESERVATIONS_COUNTED, (ids_json,))) == len(ids):
                 gone_ids = ids  # every one still existed
+                yield Rows(KEEP_ENDING, ())
             else:
                 yield Rows(UNDO_ENDING, ())
+                yield Rows(KEEP_ENDING, ())
                 found = yield Rows(END_RESERVATIONS, (ids_json,))
                 gone_ids = [row[0] for row in found]
         if rows:
