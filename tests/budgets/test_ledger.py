@@ -419,6 +419,40 @@ async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transact
     }
 
 
+async def test_a_settlement_made_twice_in_a_tick_with_others_counts_once_and_they_all_count(
+    services: Services, api: Api
+) -> None:
+    """A tick whose reservations did not all still exist (one was settled before) settles the
+    others all the same, and the one settled before once."""
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    ledger = services.ledger
+    assert ledger is not None
+    applicable = await ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    once = await _usage_row(services, "req_once", cost=100)
+    twice = await _usage_row(services, "req_twice", cost=200)
+    held_once = await ledger.reserve(applicable, "req_once", 1000, once)
+    held_twice = await ledger.reserve(applicable, "req_twice", 1000, twice)
+    await ledger.record(twice, held_twice)
+    ticks: list[int] = []
+    write = ledger._writer._write
+
+    async def counted(items: list[Any]) -> None:
+        ticks.append(len(items))
+        await write(items)
+
+    ledger._writer._write = counted  # type: ignore[method-assign]
+    await asyncio.gather(ledger.record(once, held_once), ledger.record(twice, held_twice))
+    assert ticks == [2]  # both in one transaction
+    assert await counter(services, budget) == {"spent_picos": 300, "reserved_picos": 0, "calls": 2}
+    assert len(await rows(services)) == 2
+    assert await reservations(services) == 0
+
+
 async def test_a_call_cancelled_while_its_reservation_is_decided_gives_it_back(
     services: Services, api: Api
 ) -> None:

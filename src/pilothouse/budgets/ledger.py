@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -171,11 +171,14 @@ class Ledger:
         """Write what is queued, then stop."""
         await self._writer.stop()
 
-    async def record(self, row: dict[str, Any], reservation: Reservation | None = None) -> None:
+    def record(
+        self, row: dict[str, Any], reservation: Reservation | None = None
+    ) -> Coroutine[Any, Any, None]:
         """Write a call's usage ``row`` and settle its ``reservation`` to the row's cost, in
-        one transaction, durably (group-committed); settling twice counts once. Raise
-        StoreUnavailable if it could not be written."""
-        await self._writer.record(row, reservation)
+        one transaction, durably (group-committed); settling twice counts once. The awaitable
+        raises StoreUnavailable if it could not be written. (The writer's coroutine itself:
+        one coroutine less between every call and its write.)"""
+        return self._writer.record(row, reservation)
 
     async def reserve(
         self,
@@ -194,31 +197,26 @@ class Ledger:
         that refuses) and changes nothing if any would be exceeded.
         """
         now = self._clock.now()
-        org_id = usage_row["org_id"]
-        starts, minute = window_epochs(now)
+        starts, minute, seconds = window_epochs(now)
         budgets_asked, charges, charges_json = self._charges(applicable, starts)
-        rates = []
-        for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
-            if hit.kind == LimitKind.CONCURRENT:
-                rates.append(RateAsk(hit, f"{org_id}|conc|{hit.scope}", 1, None, None))
-            else:
-                amount = 1 if hit.kind == LimitKind.RPM else tokens
-                key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
-                rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
-        rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
-        row = {
-            "request_id": request_id,
-            "amount_picos": amount_picos,
-            "charges": charges_json,
-            "rate_charges": (
-                orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
-                if rate_charges
-                else "[]"
-            ),
-            # orjson: made for every call (the usage row's timestamp is ISO 8601).
-            "usage_row": orjson.dumps(usage_row).decode(),
-            "expires_at": epoch(now) + self._ttl,
-        }
+        rates: list[RateAsk] = []
+        rate_charges: tuple[RateCharge, ...] = ()
+        rate_json = "[]"
+        if limits:
+            rates = _rate_asks(limits, usage_row["org_id"], minute, tokens)
+            rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
+            rate_json = orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
+        # The budget_reservations row, in the table's column order (``RESERVATION_COLUMNS``):
+        # SQLite binds it as it is. orjson: made for every call (the usage row's timestamp is
+        # ISO 8601).
+        row = (
+            request_id,
+            amount_picos,
+            charges_json,
+            rate_json,
+            orjson.dumps(usage_row).decode(),
+            seconds + self._ttl,
+        )
         held = Reservation(request_id, amount_picos, charges, rate_charges)
         ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held)
         await self._writer.reserve(ask)  # a caller gone meanwhile: the writer releases it
@@ -266,9 +264,9 @@ class Ledger:
                 )
         return len(live)
 
-    async def release(self, reservation: Reservation) -> None:
+    def release(self, reservation: Reservation) -> Coroutine[Any, Any, None]:
         """Give back a reservation whose call was never forwarded (no usage row is written)."""
-        await self._writer.release(reservation)
+        return self._writer.release(reservation)
 
     async def sweep(self) -> int:
         """Settle every expired reservation at its reserved amount; how many were settled.
@@ -347,6 +345,20 @@ class Ledger:
 
 def _by_id(budget: Budget) -> str:
     return budget.id
+
+
+def _rate_asks(limits: Sequence[LimitHit], org_id: str, minute: int, tokens: int) -> list[RateAsk]:
+    """The rate-limit counters a call takes a slot of (``tokens`` of each per-minute token
+    limit), in the order they are locked in."""
+    rates = []
+    for hit in sorted(limits, key=lambda h: (h.kind, h.scope)):
+        if hit.kind == LimitKind.CONCURRENT:
+            rates.append(RateAsk(hit, f"{org_id}|conc|{hit.scope}", 1, None, None))
+        else:
+            amount = 1 if hit.kind == LimitKind.RPM else tokens
+            key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
+            rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
+    return rates
 
 
 def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:

@@ -137,9 +137,10 @@ SECONDS_A_DAY = 86_400
 _day_starts: dict[int, dict[Window, int]] = {}
 
 
-def window_epochs(now: datetime) -> tuple[dict[Window, int], int]:
+def window_epochs(now: datetime) -> tuple[dict[Window, int], int, int]:
     """The epoch seconds at which each window ``now`` falls in starts (how counters key their
-    window), and the start of its UTC minute. Computed once per UTC day, not per call."""
+    window), the start of its UTC minute, and ``now``'s own (``epoch(now)``, which costs as much
+    again to work out). Computed once per UTC day, not per call."""
     seconds = epoch(now)
     day = seconds - seconds % SECONDS_A_DAY
     starts = _day_starts.get(day)
@@ -149,7 +150,7 @@ def window_epochs(now: datetime) -> tuple[dict[Window, int], int]:
         if len(_day_starts) > 4:  # an injected clock may move back and forth
             _day_starts.clear()
         _day_starts[day] = starts
-    return starts, seconds - seconds % 60
+    return starts, seconds - seconds % 60, seconds
 
 
 def epoch(moment: datetime) -> int:

@@ -20,6 +20,16 @@ from pilothouse.gateway.usage_rows import dollars
 
 PICOS_PER_USD = 10**12
 BudgetKey = tuple[str, int]  # (budget id, window start)
+# The budget_reservations table's columns, in its order: a reservation row is made for every
+# budgeted call, as a tuple in this order (``budgets/writer.py`` checks it against the table).
+RESERVATION_COLUMNS = (
+    "request_id",
+    "amount_picos",
+    "charges",
+    "rate_charges",
+    "usage_row",
+    "expires_at",
+)
 Counter = list[int]  # a budget counter as read and changed: [spent, reserved, calls]
 
 
@@ -127,7 +137,7 @@ class Ask:
     amount_picos: int
     budgets: list[tuple[Budget, BudgetKey]]
     rates: list[RateAsk]
-    row: dict[str, Any]  # the budget_reservations row
+    row: tuple[Any, ...]  # the budget_reservations row, in RESERVATION_COLUMNS' order
     now: datetime
     held: Reservation  # what to settle or release if admitted
     counts: list[int] = field(default_factory=list)  # each rate counter once admitted
@@ -139,15 +149,17 @@ def decide(asks: Sequence[Ask], spent: dict[BudgetKey, Counter], rates: dict[str
     ``rates`` (each rate counter's count) for every admitted one."""
     for ask in asks:
         ask.counts = []  # a transaction run again decides again
-        ask.refusal = _refusal(ask, spent, rates)
-        if ask.refusal is not None:
+        ask.refusal = refusal = _refusal(ask, spent, rates)
+        if refusal is not None:
             continue
         for rate in ask.rates:
             rates[rate.key] += rate.amount
             ask.counts.append(rates[rate.key])
+        amount = ask.amount_picos
         for _, key in ask.budgets:
-            if key in spent:
-                spent[key][1] += ask.amount_picos
+            counter = spent.get(key)
+            if counter is not None:  # None: deleted since the cache read it
+                counter[1] += amount
 
 
 def _refusal(
@@ -157,16 +169,14 @@ def _refusal(
         used = rates[rate.key]
         if used + rate.amount > rate.hit.limit:
             return rate_limited(rate, used, ask.now)
+    amount = ask.amount_picos
     for budget, key in ask.budgets:
-        if key not in spent:  # deleted since the cache read it
-            continue
-        done, held = spent[key][0], spent[key][1]
-        if budget.enforcement is Enforcement.HARD and (
-            done + held + ask.amount_picos > budget.limit_picos
-        ):
-            refusal = Refusal(
-                budget, done, held, ask.amount_picos, window_end(budget.window, ask.now)
-            )
+        counter = spent.get(key)
+        if counter is None or budget.enforcement is not Enforcement.HARD:
+            continue  # None: deleted since the cache read it
+        done, held = counter[0], counter[1]
+        if done + held + amount > budget.limit_picos:
+            refusal = Refusal(budget, done, held, amount, window_end(budget.window, ask.now))
             return BudgetExceeded(refusal.message(), **refusal.details())
     return None
 

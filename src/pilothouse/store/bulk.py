@@ -290,6 +290,13 @@ class RowInsert:
         )
         """The statement, with ``?`` placeholders (``numbered`` makes them PostgreSQL's)."""
 
+    def as_is(self, names: tuple[str, ...]) -> bool:
+        """Whether a tuple of values for the columns ``names``, in that order, is already the
+        driver's parameters: they are the table's columns in its order, none processed."""
+        return tuple(name for name, _ in self._columns) == names and all(
+            process is None for _, process in self._columns
+        )
+
     def values(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         """``row`` (a mapping with every column) as the driver's parameters, in column order."""
         return tuple(

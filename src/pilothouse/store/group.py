@@ -30,12 +30,15 @@ class GroupCommit(Generic[T]):
         self._pending: list[tuple[T, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
 
     def start(self) -> None:
         """Begin the writer task."""
         self._stopping = False
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        # Kept: on Python 3.11 ``asyncio.get_running_loop()`` asks the kernel for the pid.
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name=self.name)
 
     async def stop(self) -> None:
         """Write what is queued, then stop (a batch being written is finished, not cancelled:
@@ -51,26 +54,28 @@ class GroupCommit(Generic[T]):
 
     async def submit(self, item: T) -> None:
         """Queue ``item``; return once it is committed (raise StoreUnavailable if not)."""
-        if self._task is None:
+        if self._task is None or self._loop is None:
             raise StoreUnavailable(f"the {self.name} writer is not running")
         # A caller that goes away (a cancelled request) cancels only its future: the item is
         # written with its batch all the same. If the outcome came first, nobody reads it.
-        future = self._enqueue(item, awaited=True)
+        # (``_enqueue`` inlined: this runs once or twice for every call.)
+        future: asyncio.Future[None] = self._loop.create_future()
+        self._pending.append((item, future))
+        self._wake.set()
         try:
             await future
         except asyncio.CancelledError:
             _consume(future)  # cancelled after its outcome came: nobody reads it
             raise
 
-    def _enqueue(self, item: T, *, awaited: bool = False) -> asyncio.Future[None]:
-        """Queue ``item`` for the next batch; the future is done once it is written. The
-        outcome of one nobody will await is consumed (a failure is logged by the writer)."""
+    def _enqueue(self, item: T) -> None:
+        """Queue ``item``, which nobody awaits, for the next batch: its outcome is consumed (a
+        failure is logged by the writer). A callback costs a turn of the loop, so ``submit``
+        has none."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not awaited:  # a callback costs a turn of the loop: only where it is needed
-            future.add_done_callback(_consume)
+        future.add_done_callback(_consume)
         self._pending.append((item, future))
         self._wake.set()
-        return future
 
     def _abandoned(self, items: list[T]) -> None:
         """``items`` were written, but their callers went away before hearing so."""
