@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.limits import LimitHit, LimitKind
-from pilothouse.budgets.model import Window, epoch, window_start
+from pilothouse.budgets.model import Budget, Window, epoch, window_start
 from pilothouse.budgets.reserve import Reservation
 from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
 from pilothouse.errors import BudgetExceeded
@@ -322,14 +322,7 @@ async def test_calls_admitted_together_each_see_the_rate_counter_as_they_left_it
     for request_id in ("req_w1", "req_w2", "req_w3"):  # the counter exists, misses are over
         await reserve(request_id, await _usage_row(services, request_id, 0))
     rows = {f"req_t{i}": await _usage_row(services, f"req_t{i}", 0) for i in range(4)}
-    ticks: list[int] = []
-    write = ledger._writer._write
-
-    async def counted(items: list[Any]) -> None:
-        ticks.append(len(items))
-        await write(items)
-
-    ledger._writer._write = counted  # type: ignore[method-assign]
+    ticks = count_ticks(ledger)
     together = await asyncio.gather(*(reserve(rid, row) for rid, row in rows.items()))
     assert ticks == [4]  # one tick
     assert [r.limits[0].count for r in together] == [4, 5, 6, 7]
@@ -399,14 +392,7 @@ async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transact
             applicable, "req_early", 800, await _usage_row(services, "req_early", 0)
         )
     second = await _usage_row(services, "req_second", 0)
-    ticks: list[int] = []
-    write = ledger._writer._write
-
-    async def counted(items: list[Any]) -> None:
-        ticks.append(len(items))
-        await write(items)
-
-    ledger._writer._write = counted  # type: ignore[method-assign]
+    ticks = count_ticks(ledger)
     _, reservation = await asyncio.gather(
         ledger.record(first, held), ledger.reserve(applicable, "req_second", 800, second)
     )
@@ -424,28 +410,13 @@ async def test_a_settlement_made_twice_in_a_tick_with_others_counts_once_and_the
 ) -> None:
     """A tick whose reservations did not all still exist (one was settled before) settles the
     others all the same, and the one settled before once."""
-    session = await api.session(project="ledger")
-    budget = await add_budget(
-        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
-    )
-    ledger = services.ledger
-    assert ledger is not None
-    applicable = await ledger.book.applicable(
-        await services.authenticator.authenticate(bearer(session["key"]["token"]))
-    )
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
     once = await _usage_row(services, "req_once", cost=100)
     twice = await _usage_row(services, "req_twice", cost=200)
     held_once = await ledger.reserve(applicable, "req_once", 1000, once)
     held_twice = await ledger.reserve(applicable, "req_twice", 1000, twice)
     await ledger.record(twice, held_twice)
-    ticks: list[int] = []
-    write = ledger._writer._write
-
-    async def counted(items: list[Any]) -> None:
-        ticks.append(len(items))
-        await write(items)
-
-    ledger._writer._write = counted  # type: ignore[method-assign]
+    ticks = count_ticks(ledger)
     await asyncio.gather(ledger.record(once, held_once), ledger.record(twice, held_twice))
     assert ticks == [2]  # both in one transaction
     assert await counter(services, budget) == {"spent_picos": 300, "reserved_picos": 0, "calls": 2}
@@ -459,15 +430,7 @@ async def test_a_call_cancelled_while_its_reservation_is_decided_gives_it_back(
     """A client that goes away while its call waits for the reservation's transaction: the
     call is never forwarded, so what was admitted for it is released at once (not left to
     expire and be swept as if it had been spent)."""
-    session = await api.session(project="ledger")
-    budget = await add_budget(
-        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
-    )
-    ledger = services.ledger
-    assert ledger is not None
-    applicable = await ledger.book.applicable(
-        await services.authenticator.authenticate(bearer(session["key"]["token"]))
-    )
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
     row = await _usage_row(services, "req_gone", 0)
     call = asyncio.create_task(ledger.reserve(applicable, "req_gone", 500, row))
     await asyncio.sleep(0)  # its reservation is queued
@@ -563,6 +526,36 @@ async def test_an_unreadable_budget_store_refuses_the_call(
     reply = await chat(client, session["key"]["token"])
     assert reply.status_code == 503 and reply.json()["error"]["code"] == "store_unavailable"
     assert await rows(services) == []
+
+
+async def _project_budget(
+    services: Services, api: Api, limit_picos: int
+) -> tuple[Ledger, str, tuple[Budget, ...]]:
+    """A session of project ``ledger`` with a hard budget on the project: the ledger, the
+    budget's id, and the budgets the session's calls count against."""
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=limit_picos
+    )
+    ledger = services.ledger
+    assert ledger is not None
+    applicable = await ledger.book.applicable(
+        await services.authenticator.authenticate(bearer(session["key"]["token"]))
+    )
+    return ledger, budget, applicable
+
+
+def count_ticks(ledger: Ledger) -> list[int]:
+    """From now on, the number of items of each tick ``ledger``'s writer writes."""
+    ticks: list[int] = []
+    write = ledger._writer._write
+
+    async def counted(items: list[Any]) -> None:
+        ticks.append(len(items))
+        await write(items)
+
+    ledger._writer._write = counted  # type: ignore[method-assign]
+    return ticks
 
 
 async def _usage_row(services: Services, request_id: str, cost: int) -> dict[str, Any]:
