@@ -16,7 +16,12 @@ from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Window, epoch, window_start
 from pilothouse.budgets.reserve import Reservation
-from pilothouse.budgets.tables import budget_counters, budget_reservations, budgets
+from pilothouse.budgets.tables import (
+    budget_counters,
+    budget_reservations,
+    budgets,
+    rate_counters,
+)
 from pilothouse.errors import BudgetExceeded
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.tables import usage_records
@@ -328,6 +333,29 @@ async def test_calls_admitted_together_each_see_the_rate_counter_as_they_left_it
     assert [r.limits[0].count for r in together] == [4, 5, 6, 7]
     if services.store.dialect == "postgresql":
         assert ledger._writer.optimism.hits >= 1
+
+
+async def test_a_long_call_whose_minute_was_cleaned_up_settles_in_one_statement(
+    services: Services, api: Api
+) -> None:
+    """A call that outlives its per-minute rate counter (cleaned up two minutes on) settles
+    all the same, and on PostgreSQL in the one-statement tick: only the counters a new
+    reservation goes to must exist."""
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
+    rpm = [LimitHit(LimitKind.RPM, "project:ledger", 100)]
+    for request_id in ("req_w1", "req_w2", "req_w3"):  # the counters exist, misses are over
+        await ledger.reserve(
+            applicable, request_id, 10, await _usage_row(services, request_id, 0), rpm, 1
+        )
+    row = await _usage_row(services, "req_long", 7)
+    held = await ledger.reserve(applicable, "req_long", 10, row, rpm, 1)
+    async with services.store.write() as conn:  # the sweeper's clean-up of past minutes
+        await conn.execute(rate_counters.delete())
+    misses = ledger._writer.optimism.misses
+    await ledger.record(row, held)
+    assert ledger._writer.optimism.misses == misses
+    assert await counter(services, budget) == {"spent_picos": 7, "reserved_picos": 30, "calls": 1}
+    assert [r["request_id"] for r in await rows(services)] == ["req_long"]
 
 
 async def test_a_call_another_replica_s_reservation_leaves_no_room_for_is_refused(

@@ -198,8 +198,10 @@ WRITE_POSTGRES = (
 # limit (the hard budget's, the rate limit's: checked by PostgreSQL on the counter as it is,
 # once any transaction changing it has committed); unless every counter was moved, every ending
 # reservation still existed and every new one was inserted, the statement fails (a cast error,
-# on purpose) and changes nothing: the tick is then written the locking way. It returns each
-# rate counter as it left it (for the ``x-ratelimit-*`` headers).
+# on purpose) and changes nothing: the tick is then written the locking way. A counter only
+# ended reservations go to may be gone (its budget deleted, its minute cleaned up after a long
+# call), as the locking way allows too. It returns each rate counter as it left it (for the
+# ``x-ratelimit-*`` headers).
 OPTIMISTIC_POSTGRES = (
     "WITH gone AS (DELETE FROM budget_reservations WHERE request_id = ANY($1::text[])"
     " RETURNING 1),"
@@ -209,21 +211,23 @@ OPTIMISTIC_POSTGRES = (
     " b AS (UPDATE budget_counters AS c SET spent_picos = c.spent_picos + v.s,"
     " reserved_picos = c.reserved_picos + v.r, calls = c.calls + v.n"
     " FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],"
-    " $8::bigint[]) AS v(id, ws, s, r, n, cap)"
+    " $8::bigint[], $9::boolean[]) AS v(id, ws, s, r, n, cap, asked)"
     " WHERE c.budget_id = v.id AND c.window_start = v.ws"
-    " AND (v.cap IS NULL OR c.spent_picos + v.s + c.reserved_picos + v.r <= v.cap) RETURNING 1),"
+    " AND (v.cap IS NULL OR c.spent_picos + v.s + c.reserved_picos + v.r <= v.cap)"
+    " RETURNING v.asked),"
     " r AS (UPDATE rate_counters AS c SET count = c.count + v.n"
-    " FROM unnest($9::text[], $10::bigint[], $11::bigint[]) AS v(k, n, cap)"
+    " FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::boolean[])"
+    " AS v(k, n, cap, asked)"
     " WHERE c.key = v.k AND (v.cap IS NULL OR c.count + v.n <= v.cap)"
-    " RETURNING c.key, c.count),"
+    " RETURNING c.key, c.count, v.asked),"
     " held AS (INSERT INTO budget_reservations"
-    " SELECT * FROM jsonb_populate_recordset(NULL::budget_reservations, $12::jsonb)"
+    " SELECT * FROM jsonb_populate_recordset(NULL::budget_reservations, $14::jsonb)"
     " ON CONFLICT (request_id) DO NOTHING RETURNING 1)"
     " SELECT checked.ok, r.key, r.count FROM (SELECT CAST(CASE WHEN"
-    " (SELECT count(*) FROM gone) = $13"
-    " AND (SELECT count(*) FROM b) = cardinality($3::text[])"
-    " AND (SELECT count(*) FROM r) = cardinality($9::text[])"
-    " AND (SELECT count(*) FROM held) = $14"
+    " (SELECT count(*) FROM gone) = $15"
+    " AND (SELECT count(*) FROM b WHERE b.asked) = $16"
+    " AND (SELECT count(*) FROM r WHERE r.asked) = $17"
+    " AND (SELECT count(*) FROM held) = $18"
     f" THEN '1' ELSE '{RACED}' END AS integer) AS ok) AS checked LEFT JOIN r ON checked.ok = 1"
 )
 READ_RATE_COUNTERS_POSTGRES = (
@@ -374,6 +378,8 @@ class Tick:
                 rate_caps[rate.key] = rate.hit.limit
         keys = sorted(budgets)  # the order the counters are locked in (nested loop over them)
         rate_keys = sorted(rates)
+        asked = {key for ask in self.asks for _, key in ask.budgets}
+        rates_asked = {rate.key for ask in self.asks for rate in ask.rates}
         admitted = [ask.row for ask in self.asks]
         return (
             sorted(ending),
@@ -384,11 +390,15 @@ class Tick:
             [budgets[k][1] for k in keys],
             [budgets[k][2] for k in keys],
             [caps.get(k) for k in keys],
+            [k in asked for k in keys],
             rate_keys,
             [rates[k] for k in rate_keys],
             [rate_caps.get(k) for k in rate_keys],
+            [k in rates_asked for k in rate_keys],
             _reservations_json(admitted),
             len(ending),
+            len(asked),
+            len(rates_asked),
             len(admitted),
         )
 
