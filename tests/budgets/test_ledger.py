@@ -366,15 +366,7 @@ async def test_a_call_another_replica_s_reservation_leaves_no_room_for_is_refuse
     not fit makes it change nothing, and the tick is decided again, refusing that call."""
     if services.store.dialect != "postgresql":
         pytest.skip("the optimistic tick is PostgreSQL's (SQLite has one writer)")
-    session = await api.session(project="ledger")
-    budget = await add_budget(
-        services, scope_kind="project", scope_value="ledger", limit_picos=3999
-    )
-    ledger = services.ledger
-    assert ledger is not None
-    applicable = await ledger.book.applicable(
-        await services.authenticator.authenticate(bearer(session["key"]["token"]))
-    )
+    ledger, budget, applicable = await _project_budget(services, api, 3999)
     other = Ledger(services.store, services.clock, ledger.book, 120)  # another replica's
     other.start()
     try:
@@ -404,15 +396,7 @@ async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transact
 ) -> None:
     """One tick settles the calls that ended before it decides the new ones: the room a
     settlement gives back is there for the call queued alongside it."""
-    session = await api.session(project="ledger")
-    budget = await add_budget(
-        services, scope_kind="project", scope_value="ledger", limit_picos=1000
-    )
-    ledger = services.ledger
-    assert ledger is not None
-    applicable = await ledger.book.applicable(
-        await services.authenticator.authenticate(bearer(session["key"]["token"]))
-    )
+    ledger, budget, applicable = await _project_budget(services, api, 1000)
     first = await _usage_row(services, "req_first", cost=100)
     held = await ledger.reserve(applicable, "req_first", 900, first)
     with pytest.raises(BudgetExceeded):  # alone, the second call does not fit
