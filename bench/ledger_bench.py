@@ -157,9 +157,28 @@ async def measure(
             i += 1
             done += 1
 
-    cpu = time.process_time()
+    cpu, server = time.process_time(), server_cpu()
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    SERVER_CPU.append(server_cpu() - server)
     return done, time.process_time() - cpu
+
+
+SERVER_CPU: list[float] = []  # each measured run's PostgreSQL server CPU seconds, in order
+
+
+def server_cpu() -> float:
+    """CPU seconds so far of every PostgreSQL server process on this machine (0 without any)."""
+    ticks = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(entry.path, "stat").read_text()
+            except OSError:
+                continue
+            if stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres":
+                fields = stat[stat.rindex(")") + 2 :].split()
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def run(
@@ -318,6 +337,7 @@ async def main(opts: argparse.Namespace) -> int:
                 floor = Floor(services.store, services.root_org_id, keys)
                 modes += ["floor-rows", "floor-budgets"]
             per_call: dict[str, list[float]] = {mode: [] for mode in modes}
+            on_server: dict[str, list[float]] = {mode: [] for mode in modes}
             rates: dict[str, list[float]] = {mode: [] for mode in modes}
             for _ in range(opts.rounds):
                 if opts.postgres:  # as autovacuum would (the server here may run without it)
@@ -331,6 +351,7 @@ async def main(opts: argparse.Namespace) -> int:
                             services, applicable, mode, opts.concurrency, opts.seconds
                         )
                     per_call[mode].append(cpu / calls * 1e6)
+                    on_server[mode].append(SERVER_CPU[-1] / calls * 1e6)
                     rates[mode].append(calls / opts.seconds)
             if floor is not None:
                 await floor.close()
@@ -348,8 +369,10 @@ async def main(opts: argparse.Namespace) -> int:
     print(
         f"store: {store}; concurrency {opts.concurrency}; {opts.rounds} rounds of {opts.seconds} s"
     )
-    print("| what each call does | calls/s | CPU µs per call (median; each round) |")
-    print("|---|---:|---|")
+    server = bool(opts.postgres)  # the server's CPU is the other half of the cost there
+    head = " | server CPU µs per call (median; each round)" if server else ""
+    print(f"| what each call does | calls/s | CPU µs per call (median; each round){head} |")
+    print("|---|---:|---|" + ("---|" if server else ""))
     labels = {
         "rows": "usage row",
         "budgets": "reserve on 4 budgets + usage row",
@@ -359,11 +382,18 @@ async def main(opts: argparse.Namespace) -> int:
     for mode in per_call:
         each = " ".join(f"{v:.0f}" for v in per_call[mode])
         rate, cpu = statistics.median(rates[mode]), statistics.median(per_call[mode])
-        print(f"| {labels[mode]} | {rate:,.0f} | {cpu:.1f} ({each}) |")
+        cells = f"| {labels[mode]} | {rate:,.0f} | {cpu:.1f} ({each}) |"
+        if server:
+            each = " ".join(f"{v:.0f}" for v in on_server[mode])
+            cells += f" {statistics.median(on_server[mode]):.1f} ({each}) |"
+        print(cells)
     print(
         f"\nbudget enforcement: +{held - rows:.1f} µs of CPU per call;"
         f" at c=32 on one saturated CPU about +{(held - rows) * 32 / 1000:.2f} ms p50"
     )
+    if server:
+        added = statistics.median(on_server["budgets"]) - statistics.median(on_server["rows"])
+        print(f"and +{added:.1f} µs of the PostgreSQL server's CPU per call")
     if "floor-rows" in per_call:
         least = statistics.median(per_call["floor-budgets"]) - statistics.median(
             per_call["floor-rows"]

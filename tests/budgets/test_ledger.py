@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,13 @@ from pilothouse.budgets.tables import (
     budget_reservations,
     budgets,
     rate_counters,
+)
+from pilothouse.budgets.writer import (
+    OPTIMISTIC_POSTGRES,
+    READ_POSTGRES,
+    READ_RATE_COUNTERS_POSTGRES,
+    WRITE_POSTGRES,
+    _numbered,
 )
 from pilothouse.errors import BudgetExceeded
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
@@ -389,6 +397,39 @@ async def test_a_call_another_replica_s_reservation_leaves_no_room_for_is_refuse
         }
     finally:
         await other.stop()
+
+
+async def test_the_ledger_writer_finds_rows_by_key_where_the_tables_look_empty(
+    services: Services, api: Api
+) -> None:
+    """A vacuumed, emptied reservations table looks empty to PostgreSQL's planner, which then
+    plans a sequential scan to find the reservations a tick ends; the plan is kept on the
+    writer's connection while the table fills with the dead rows of every ended call, so each
+    tick read them all (half the server's CPU in the ledger bench). The writer's connection
+    finds reservations and counters by their keys whatever the statistics say."""
+    if services.store.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner (SQLite's writer looks rows up by key)")
+    ledger, _, _ = await _project_budget(services, api, PICOS)
+    writer = ledger._writer._writer
+    tables = "budget_reservations, budget_counters, rate_counters"
+    await writer.postgres_once(lambda driver: driver.execute(f"VACUUM ANALYZE {tables}"))
+    keys = (["bud_x"], [0])
+    tick = (["req_x"], "[]", *keys, [0], [1], [0], [None], [True], ["k"], [1], [None], [True])
+    statements = [
+        (OPTIMISTIC_POSTGRES, (*tick, "[]", 1, 1, 1, 0)),
+        (READ_POSTGRES, (["req_x"], "[]", *keys)),
+        (READ_RATE_COUNTERS_POSTGRES, (["k"],)),
+        (_numbered(WRITE_POSTGRES), (*keys, [0], [0], [0], ["k"], [1], "[]")),
+    ]
+    for sql, params in statements:
+        plan = await writer.postgres_once(
+            lambda driver, sql=sql, params=params: driver.fetchval(
+                f"EXPLAIN (FORMAT JSON) {sql}", *params
+            )
+        )
+        scanned = re.findall(r'"Node Type": "([^"]+)",[^{}]*?"Relation Name": "(\w+)"', plan)
+        assert scanned, plan
+        assert not [t for node, t in scanned if node == "Seq Scan" and t in tables], plan
 
 
 async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transaction(
