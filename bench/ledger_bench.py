@@ -18,8 +18,9 @@ transaction on the event loop's thread with nothing but the SQL, a minimal reser
 
 It prints the CPU per call of each, measured in alternating rounds, and the differences: what
 budget enforcement costs per call in the store and in Python, and the least a durable
-reservation can cost. At concurrency 32 on one
-saturated CPU the added p50 is about 32 times that difference (Little's law).
+reservation can cost. At concurrency 32 on one saturated CPU the added p50 is about 32 times
+that difference (Little's law). On PostgreSQL it also prints the server's CPU per call (every
+``postgres`` process on the machine, from /proc): the other half of the cost there.
 
     .venv/bin/python bench/ledger_bench.py [--postgres URL] [--seconds 3] [--rounds 5]
 """
@@ -42,6 +43,10 @@ import asyncpg
 import uvloop
 from sqlalchemy import text
 
+if not __package__:  # run as a file: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import gateway_targets as tg
 from pilothouse.budgets.model import Budget, Enforcement, ScopeKind, Window
 from pilothouse.budgets.tables import budgets
 from pilothouse.services import Services, build_services
@@ -168,16 +173,7 @@ SERVER_CPU: list[float] = []  # each measured run's PostgreSQL server CPU second
 
 def server_cpu() -> float:
     """CPU seconds so far of every PostgreSQL server process on this machine (0 without any)."""
-    ticks = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                stat = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            if stat[stat.index("(") + 1 : stat.rindex(")")] == "postgres":
-                fields = stat[stat.rindex(")") + 2 :].split()
-                ticks += int(fields[11]) + int(fields[12])
+    ticks = sum(t for name, t in tg.cpu_snapshot().values() if name == "postgres")
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

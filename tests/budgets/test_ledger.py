@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -411,25 +411,37 @@ async def test_the_ledger_writer_finds_rows_by_key_where_the_tables_look_empty(
         pytest.skip("PostgreSQL's planner (SQLite's writer looks rows up by key)")
     ledger, _, _ = await _project_budget(services, api, PICOS)
     writer = ledger._writer._writer
-    tables = "budget_reservations, budget_counters, rate_counters"
-    await writer.postgres_once(lambda driver: driver.execute(f"VACUUM ANALYZE {tables}"))
+    tables = ("budget_reservations", "budget_counters", "rate_counters")
+    await writer.postgres_once(lambda driver: driver.execute(f"VACUUM ANALYZE {', '.join(tables)}"))
     keys = (["bud_x"], [0])
     tick = (["req_x"], "[]", *keys, [0], [1], [0], [None], [True], ["k"], [1], [None], [True])
-    statements = [
-        (OPTIMISTIC_POSTGRES, (*tick, "[]", 1, 1, 1, 0)),
-        (READ_POSTGRES, (["req_x"], "[]", *keys)),
-        (READ_RATE_COUNTERS_POSTGRES, (["k"],)),
-        (_numbered(WRITE_POSTGRES), (*keys, [0], [0], [0], ["k"], [1], "[]")),
+    statements = [  # each with the tables it finds rows of by key
+        (OPTIMISTIC_POSTGRES, (*tick, "[]", 1, 1, 1, 0), set(tables)),
+        (READ_POSTGRES, (["req_x"], "[]", *keys), {"budget_reservations", "budget_counters"}),
+        (READ_RATE_COUNTERS_POSTGRES, (["k"],), {"rate_counters"}),
+        (
+            _numbered(WRITE_POSTGRES),
+            (*keys, [0], [0], [0], ["k"], [1], "[]"),
+            {"budget_counters", "rate_counters"},
+        ),
     ]
-    for sql, params in statements:
+    for sql, params, keyed in statements:
         plan = await writer.postgres_once(
             lambda driver, sql=sql, params=params: driver.fetchval(
                 f"EXPLAIN (FORMAT JSON) {sql}", *params
             )
         )
-        scanned = re.findall(r'"Node Type": "([^"]+)",[^{}]*?"Relation Name": "(\w+)"', plan)
-        assert scanned, plan
-        assert not [t for node, t in scanned if node == "Seq Scan" and t in tables], plan
+        scans = list(_scans(json.loads(plan)[0]["Plan"]))
+        assert {table for _, table in scans} >= keyed, plan
+        assert [t for node, t in scans if node == "Seq Scan" and t in tables] == [], plan
+
+
+def _scans(node: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Each table a plan reads or writes, with the node that does: (node type, table)."""
+    if "Relation Name" in node:
+        yield node["Node Type"], node["Relation Name"]
+    for child in node.get("Plans", ()):
+        yield from _scans(child)
 
 
 async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transaction(
