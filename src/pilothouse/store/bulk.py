@@ -115,8 +115,9 @@ def _asyncpg_dsn(url: str) -> str:
 # planner once vacuumed, and a statement planned then scans it whole; the plan is kept with
 # the connection's prepared statement while the table fills with dead rows (until autovacuum's
 # next ANALYZE, if it runs at all), and every tick reads them all: measured, half the server's
-# CPU of a budgeted call. The writer's connection is told to scan only where no index serves.
-KEYED_ONLY = {"enable_seqscan": "off"}
+# CPU of a budgeted call. The writer's connection is told to scan only where no index serves
+# (by a statement, not a startup parameter, which a connection pooler may refuse).
+KEYED_ONLY = "SET enable_seqscan = off"
 
 
 class OwnWriter:
@@ -226,12 +227,15 @@ class OwnWriter:
     async def _connection(self) -> asyncpg.Connection:
         conn = self._pg
         if conn is None or conn.is_closed():
-            conn = self._pg = await asyncpg.connect(
-                _asyncpg_dsn(self._store.url),
-                timeout=5,
-                command_timeout=30,
-                server_settings=KEYED_ONLY,
+            conn = await asyncpg.connect(
+                _asyncpg_dsn(self._store.url), timeout=5, command_timeout=30
             )
+            try:
+                await conn.execute(KEYED_ONLY)
+            except BaseException:
+                conn.terminate()
+                raise
+            self._pg = conn
         return conn
 
     async def _drop_postgres(self) -> None:
