@@ -641,30 +641,25 @@ def start_litellm(
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 
-def _admin_sql(server_url: str, statement: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(server_url.rstrip("/") + "/postgres", timeout=10)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
+async def run_sql(url: str, statement: str) -> None:
+    """Run one ``statement`` on the PostgreSQL database at ``url`` (a SQLAlchemy URL's driver
+    suffix is dropped), on a connection of its own."""
+    conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
-    asyncio.run(run())
+
+def _admin_sql(server_url: str, statement: str) -> None:
+    asyncio.run(run_sql(server_url.rstrip("/") + "/postgres", statement))
 
 
 def vacuum(database_url: str) -> None:
     """``VACUUM ANALYZE`` a bench database: what autovacuum keeps done between cells on a server
     that runs it (the one here may not: the ledger's rows, inserted and deleted by the thousand
     a second, would otherwise slow each round more than the last)."""
-
-    async def run() -> None:
-        conn = await asyncpg.connect(database_url, timeout=10)
-        try:
-            await conn.execute("VACUUM ANALYZE")
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    asyncio.run(run_sql(database_url, "VACUUM ANALYZE"))
 
 
 @contextlib.contextmanager

@@ -39,7 +39,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import uvloop
 from sqlalchemy import text
 
@@ -289,15 +288,6 @@ class Floor:
         self._conn.close()
 
 
-async def vacuum(url: str) -> None:
-    """``VACUUM ANALYZE`` the database: the rows each round inserts and deletes, gone."""
-    conn = await asyncpg.connect(url.replace("+asyncpg", ""), timeout=10)
-    try:
-        await conn.execute("VACUUM ANALYZE")
-    finally:
-        await conn.close()
-
-
 async def run_floor(floor: Floor, mode: str, concurrency: int, seconds: float) -> tuple[int, float]:
     """Like ``run``, through the floor: ``floor-rows`` or ``floor-budgets``."""
 
@@ -337,7 +327,7 @@ async def main(opts: argparse.Namespace) -> int:
             rates: dict[str, list[float]] = {mode: [] for mode in modes}
             for _ in range(opts.rounds):
                 if opts.postgres:  # as autovacuum would (the server here may run without it)
-                    await vacuum(opts.postgres)
+                    await tg.run_sql(opts.postgres, "VACUUM ANALYZE")
                 for mode in modes:
                     if mode.startswith("floor"):
                         assert floor is not None
