@@ -83,14 +83,25 @@ class Writer:
         await asyncio.gather(*(self._writer.record(row) for row in rows))
 
 
+# Text that a JSON parameter must carry exactly: quotes, backslashes, control characters,
+# JSON inside a string, characters beyond ASCII and beyond the BMP.
+AWKWARD = 'he said "no" \\ C:\\tmp\\x\nline two\tend \u00e9 \u2713 \U0001f680 {"a": [1, "\\u0041"]}'
+
+
 async def test_rows_read_back_as_sqlalchemys_own_rows_do(services: Services) -> None:
     org = await _org(services)
+    awkward = {
+        "error": AWKWARD,
+        "client_session": AWKWARD[:100],
+        "labels": '{"k\\"ey": "v\\u00e9 \u2713"}',
+    }
     async with Writer(services) as bulk:
-        await bulk([_row(org, "req_bulk")])
+        await bulk([_row(org, "req_bulk", **awkward)])
     async with services.store.write() as conn:
-        await conn.execute(insert(usage_records).values(_row(org, "req_orm")))
+        await conn.execute(insert(usage_records).values(_row(org, "req_orm", **awkward)))
     bulk_row, orm_row = await _rows(services)
     assert bulk_row == {**orm_row, "request_id": "req_bulk"}
+    assert bulk_row["error"] == AWKWARD
     assert bulk_row["created_at"] == WHEN
     # Stored alike, so range queries and ordering treat both rows the same.
     async with services.store.read() as conn:
