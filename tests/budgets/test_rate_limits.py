@@ -100,6 +100,41 @@ async def test_calls_per_minute_per_session_with_headers_and_reset(
     assert (await chat(client, one)).status_code == 200
 
 
+async def test_anthropic_format_calls_also_get_anthropic_s_own_rate_limit_headers(
+    services: Services, client: httpx.AsyncClient, api: Api, clock: MutableClock
+) -> None:
+    clock.moment = datetime(2026, 11, 24, 10, 0, 15, tzinfo=UTC)
+    key = (await api.session(project="tokens"))["key"]["token"]
+    messages = {**BODY, "max_tokens": 10}
+    remaining, tokens_left = [], []
+    for _ in range(3):
+        reply = await client.post("/v1/messages", json=messages, headers=bearer(key))
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["anthropic-ratelimit-requests-limit"] == "3"
+        assert reply.headers["anthropic-ratelimit-requests-reset"] == "2026-11-24T10:01:00Z"
+        assert reply.headers["anthropic-ratelimit-tokens-limit"] == "100"
+        assert reply.headers["anthropic-ratelimit-tokens-reset"] == "2026-11-24T10:01:00Z"
+        # The OpenAI names stay: a harness may read either.
+        assert reply.headers["x-ratelimit-reset-requests"] == "45s"
+        remaining.append(reply.headers["anthropic-ratelimit-requests-remaining"])
+        tokens_left.append(int(reply.headers["anthropic-ratelimit-tokens-remaining"]))
+    assert remaining == ["2", "1", "0"]
+    # Each call took its worst case (prompt and max_tokens) when admitted: what was left then.
+    assert tokens_left[0] > tokens_left[1] > tokens_left[2] >= 0
+    refused = await client.post("/v1/messages", json=messages, headers=bearer(key))
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert refused.headers["retry-after"] == "45"
+    assert refused.headers["anthropic-ratelimit-requests-limit"] == "3"
+    assert refused.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert refused.headers["anthropic-ratelimit-requests-reset"] == "2026-11-24T10:01:00Z"
+    # OpenAI-format calls get OpenAI's names only.
+    other = (await api.session(project="p"))["key"]["token"]
+    reply = await chat(client, other)
+    assert reply.headers["x-ratelimit-limit-requests"] == "3"
+    assert not [name for name in reply.headers if name.startswith("anthropic-ratelimit-")]
+
+
 async def test_tokens_per_minute_reserve_the_worst_case_and_settle_to_the_actual(
     services: Services, client: httpx.AsyncClient, api: Api, clock: MutableClock
 ) -> None:

@@ -28,7 +28,7 @@ import json
 import logging
 import math
 from collections.abc import Coroutine, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -371,34 +371,57 @@ def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:
 _HEADER_SUFFIX = {LimitKind.RPM: "requests", LimitKind.TPM: "tokens"}
 
 
-def limit_headers(states: Sequence[LimitState], now: datetime) -> list[tuple[bytes, bytes]]:
+def limit_headers(
+    states: Sequence[LimitState], now: datetime, anthropic: bool = False
+) -> list[tuple[bytes, bytes]]:
     """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` of the tightest per-minute
-    limits a call was admitted under (the names OpenAI's API uses)."""
+    limits a call was admitted under (the names OpenAI's API uses; the reset in seconds);
+    with ``anthropic``, also ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}``
+    (the names Anthropic's API uses; the reset as an RFC 3339 instant)."""
     headers: list[tuple[bytes, bytes]] = []
     for kind, suffix in _HEADER_SUFFIX.items():
         mine = [s for s in states if s.kind == kind]
         if not mine:
             continue
         tight = min(mine, key=lambda s: s.limit - s.count)
-        reset = max(0, (tight.reset_at or 0) - int(now.timestamp()))
+        reset_at = tight.reset_at or 0
+        remaining = max(0, tight.limit - tight.count)
+        reset = max(0, reset_at - int(now.timestamp()))
         headers += [
             (f"x-ratelimit-limit-{suffix}".encode(), str(tight.limit).encode()),
-            (
-                f"x-ratelimit-remaining-{suffix}".encode(),
-                str(max(0, tight.limit - tight.count)).encode(),
-            ),
+            (f"x-ratelimit-remaining-{suffix}".encode(), str(remaining).encode()),
             (f"x-ratelimit-reset-{suffix}".encode(), f"{reset}s".encode()),
         ]
+        if anthropic:
+            headers += _anthropic_headers(suffix, tight.limit, remaining, reset_at)
     return headers
 
 
-def refused_headers(exc: RateLimited) -> list[tuple[bytes, bytes]]:
-    """The ``x-ratelimit-*`` headers of the limit that refused a call."""
+def refused_headers(exc: RateLimited, anthropic: bool = False) -> list[tuple[bytes, bytes]]:
+    """The ``x-ratelimit-*`` headers of the limit that refused a call (with ``anthropic``,
+    the ``anthropic-ratelimit-*`` ones too)."""
     suffix = _HEADER_SUFFIX.get(exc.details.get("limit_kind", ""))
     if suffix is None:
         return []
-    return [
-        (f"x-ratelimit-limit-{suffix}".encode(), str(exc.details["limit"]).encode()),
+    limit = exc.details["limit"]
+    headers = [
+        (f"x-ratelimit-limit-{suffix}".encode(), str(limit).encode()),
         (f"x-ratelimit-remaining-{suffix}".encode(), b"0"),
         (f"x-ratelimit-reset-{suffix}".encode(), f"{round(exc.retry_after)}s".encode()),
+    ]
+    resets_at = exc.details.get("resets_at")
+    if anthropic and resets_at:
+        reset_at = int(datetime.fromisoformat(resets_at).timestamp())
+        headers += _anthropic_headers(suffix, limit, 0, reset_at)
+    return headers
+
+
+def _anthropic_headers(
+    suffix: str, limit: int, remaining: int, reset_at: int
+) -> list[tuple[bytes, bytes]]:
+    reset = datetime.fromtimestamp(reset_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return [
+        (f"anthropic-ratelimit-{suffix}-limit".encode(), str(limit).encode()),
+        (f"anthropic-ratelimit-{suffix}-remaining".encode(), str(remaining).encode()),
+        (f"anthropic-ratelimit-{suffix}-reset".encode(), reset.encode()),
     ]

@@ -296,13 +296,15 @@ class Gateway:
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc
         except RateLimited as exc:
-            call.headers_out = refused_headers(exc)
+            call.headers_out = refused_headers(exc, call.wire.is_anthropic)
             raise CallRefused(
                 exc.status, exc.code, exc.message, retry_after=exc.retry_after, details=exc.details
             ) from exc
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
-        call.headers_out = limit_headers(call.reservation.limits, self._svc.clock.now())
+        call.headers_out = limit_headers(
+            call.reservation.limits, self._svc.clock.now(), call.wire.is_anthropic
+        )
 
     def _worst_case(self, call: Call, model: ModelConfig) -> tuple[int, int]:
         """The most the call can cost on any of the model's deployments, and its most tokens:
