@@ -429,6 +429,8 @@ async def test_each_change_is_an_audit_event_with_its_details(api: Api) -> None:
         "window": "month",
         "limit_usd": "25.000000000000",
         "enforcement": "hard",
+        "earlier_spend_usd": "0.000000000000",  # what the scope spent in the window before
+        "earlier_calls": 0,
     }
     await api.ok("PATCH", _path(budget), json={"limit_usd": "40", "thresholds": [90]})
     (updated,) = await _events(api, "budget.updated")

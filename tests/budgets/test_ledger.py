@@ -244,6 +244,98 @@ async def test_a_budget_made_after_a_principal_s_calls_counts_its_next_call(
     assert (await counter(services, second))["calls"] == 1
 
 
+# Each scope kind: one call in the scope and one outside it, both before the budget is made.
+EARLIER_SCOPES = ["org", "team", "user", "project", "use_case", "repository", "session", "key"]
+EARLIER_SCOPES += ["label"]
+
+
+@pytest.mark.parametrize("kind", EARLIER_SCOPES)
+async def test_a_budget_made_mid_window_counts_what_its_scope_spent_in_it_already(
+    services: Services, client: httpx.AsyncClient, api: Api, kind: str
+) -> None:
+    team = await api.ok("POST", "/api/v1/teams", json={"name": f"earlier-{kind}"})
+    user, _ = await api.user_with_key("member")
+    inside = await api.session(
+        team_id=team["id"],
+        user_id=user,
+        project="inside",
+        use_case="review",
+        repository="acme/inside",
+        labels={"tier": "gold"},
+    )
+    outside = await api.session(
+        project="outside", use_case="triage", repository="acme/outside", labels={"tier": "tin"}
+    )
+    for opened in (inside, outside):
+        assert (await chat(client, opened["key"]["token"])).status_code == 200
+    value = {
+        "org": "",
+        "team": team["id"],
+        "user": user,
+        "project": "inside",
+        "use_case": "review",
+        "repository": "acme/inside",
+        "session": inside["session"]["id"],
+        "key": inside["key"]["id"],
+        "label": "tier=gold",
+    }[kind]
+    made = await api.ok(
+        "POST",
+        "/api/v1/budgets",
+        json={"scope_kind": kind, "scope_value": value, "window": "day", "limit_usd": "1"},
+    )
+    calls = 2 if kind == "org" else 1  # the organization's budget counts both
+    assert await counter(services, made["id"]) == {
+        "spent_picos": calls * ACTUAL,
+        "reserved_picos": 0,
+        "calls": calls,
+    }
+    assert made["current"]["spent_usd"] == f"{calls * ACTUAL / PICOS:.12f}"
+
+
+async def test_earlier_windows_do_not_count_and_a_budget_may_count_from_now_instead(
+    services: Services, client: httpx.AsyncClient, api: Api, clock: MutableClock
+) -> None:
+    clock.moment = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
+    key = (await api.session(project="earlier", ttl_seconds=86_400))["key"]["token"]
+    assert (await chat(client, key)).status_code == 200  # yesterday's: not in today's window
+    clock.moment = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    for _ in range(2):
+        assert (await chat(client, key)).status_code == 200
+    # Room for the two calls already made and less than the next call's worst case.
+    limit = 2 * ACTUAL + WORST - 1
+    body = {
+        "scope_kind": "project",
+        "scope_value": "earlier",
+        "window": "day",
+        "limit_usd": f"{limit / PICOS:.12f}",
+    }
+    counted = await api.ok("POST", "/api/v1/budgets", json=body)
+    assert await counter(services, counted["id"]) == {
+        "spent_picos": 2 * ACTUAL,
+        "reserved_picos": 0,
+        "calls": 2,
+    }
+    refused = await chat(client, key)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"]["spent_usd"] == f"{2 * ACTUAL / PICOS:.12f}"
+    (event,) = (await api.ok("GET", "/api/v1/audit/events", params={"action": "budget.created"}))[
+        "data"
+    ]
+    assert event["details"]["earlier_spend_usd"] == f"{2 * ACTUAL / PICOS:.12f}"
+    assert event["details"]["earlier_calls"] == 2
+    # The same budget counting from now: the next call fits.
+    await api.ok("DELETE", f"/api/v1/budgets/{counted['id']}")
+    fresh = await api.ok("POST", "/api/v1/budgets", json={**body, "count_earlier_spend": False})
+    assert await counter(services, fresh["id"]) == {
+        "spent_picos": 0,
+        "reserved_picos": 0,
+        "calls": 0,
+    }
+    assert (await chat(client, key)).status_code == 200
+    assert (await counter(services, fresh["id"]))["calls"] == 1
+
+
 async def test_concurrent_calls_never_overspend_a_hard_budget(
     services: Services, client: httpx.AsyncClient, api: Api
 ) -> None:

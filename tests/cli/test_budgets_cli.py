@@ -6,6 +6,7 @@ own (the organization's budget is made and deleted by one test only).
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -94,6 +95,20 @@ def test_update_changes_only_what_is_given(cli: Cli) -> None:
     assert cleared["limit_usd"] == "12.250000000000"
     hard = cli.json("budgets", "update", created["id"], "--hard", "--name", "renamed")
     assert (hard["enforcement"], hard["name"]) == ("hard", "renamed")
+
+
+def test_a_budget_counts_earlier_spend_unless_told_to_count_from_now(cli: Cli) -> None:
+    def created_event(budget_id: str) -> dict[str, Any]:
+        out = cli.ok("audit", "tail", "--action", "budget.created", "--limit", "50", "--json")
+        events = [json.loads(line) for line in out.stdout.splitlines()]
+        found: dict[str, Any] = next(e for e in events if e["target"]["id"] == budget_id)
+        return found
+
+    counted = _create(cli, f"project:{_project()}", "day", "1")
+    details = created_event(counted["id"])["details"]
+    assert (details["earlier_spend_usd"], details["earlier_calls"]) == ("0.000000000000", 0)
+    fresh = _create(cli, f"project:{_project()}", "day", "1", "--from-now")
+    assert "earlier_calls" not in created_event(fresh["id"])["details"]
 
 
 def test_a_deleted_budget_is_gone(cli: Cli) -> None:

@@ -18,8 +18,9 @@ together, reservations of new calls and usage rows of ended ones, commits in one
   at its reserved amount: its usage row is written marked estimated, with status ``orphaned``.
 
 A window's counter is keyed by the window's first instant, computed from the clock, so a new
-day, week or month starts from zero with no reset job. Spend counts from the moment a budget
-exists: a budget made mid-month does not see the calls made before it.
+day, week or month starts from zero with no reset job. A budget made mid-window starts from
+what its scope spent in the window before it existed (``budgets/service.py``
+``create_budget``), unless it is made to count from then on.
 """
 
 from __future__ import annotations

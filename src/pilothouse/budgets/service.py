@@ -7,7 +7,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,8 +23,10 @@ from pilothouse.budgets.tables import budget_counters, budgets
 from pilothouse.budgets.views import BudgetCreate, BudgetUpdate, BudgetView, DowngradeRule, view_of
 from pilothouse.context import RequestContext
 from pilothouse.errors import BadRequest, Conflict, NotFound
-from pilothouse.gateway.usage_rows import dollars
-from pilothouse.identity.tables import teams, users
+from pilothouse.gateway.spend import COST_SPLIT
+from pilothouse.gateway.tables import usage_records
+from pilothouse.gateway.usage_rows import dollars, label_value
+from pilothouse.identity.tables import agent_sessions, teams, users
 from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
@@ -153,10 +155,56 @@ async def _duplicate(
     )
 
 
+COUNTER_MAX = 2**63 - 1
+u = usage_records.c
+SCOPE_COLUMNS = {
+    ScopeKind.TEAM: u.team_id,
+    ScopeKind.USER: u.user_id,
+    ScopeKind.PROJECT: u.project,
+    ScopeKind.REPOSITORY: u.repository,
+    ScopeKind.SESSION: u.session_id,
+    ScopeKind.KEY: u.key_id,
+}
+
+
+async def _earlier_spend(
+    conn: AsyncConnection, dialect: str, org_id: str, body: BudgetCreate, since: datetime
+) -> tuple[int, int]:
+    """What the calls of ``body``'s scope cost since ``since`` (its window's start), and how
+    many there were: their usage rows, matched as the gateway charges a call to its scopes."""
+    where = [u.org_id == org_id, u.created_at >= since]
+    kind, value = body.scope_kind, body.scope_value
+    column = SCOPE_COLUMNS.get(kind)
+    if column is not None:
+        where.append(column == value)
+    elif kind is ScopeKind.USE_CASE:  # a session's use case: not on the usage row itself
+        sessions = select(agent_sessions.c.id).where(
+            agent_sessions.c.org_id == org_id, agent_sessions.c.use_case == value
+        )
+        where.append(u.session_id.in_(sessions))
+    elif kind is ScopeKind.LABEL:
+        name, _, label = value.partition("=")
+        where.append(label_value(dialect, name) == label)
+    found = (  # cost summed in two parts, as spend reports do: SQLite's sum is 64-bit
+        await conn.execute(
+            select(
+                func.sum(u.cost_picos // COST_SPLIT),
+                func.sum(u.cost_picos % COST_SPLIT),
+                func.count(),
+            ).where(*where)
+        )
+    ).one()
+    # PostgreSQL sums bigints as numeric (Decimal); int() of a whole Decimal is exact.
+    spent = int(found[0] or 0) * COST_SPLIT + int(found[1] or 0)
+    return min(spent, COUNTER_MAX), int(found[2])
+
+
 async def create_budget(
     store: Store, invalidations: Invalidations, ctx: RequestContext, body: BudgetCreate
 ) -> BudgetView:
-    """Make a budget; the gateway counts calls against it from the next call on."""
+    """Make a budget. Unless ``body.count_earlier_spend`` is false, what its scope spent in the
+    current window before it existed counts (summed from the usage rows in the same
+    transaction); every call from the next on is reserved and settled against it."""
     now = ctx.clock.now()
     budget_id = new_id("bud")
     scope = body.scope_kind.value + (f":{body.scope_value}" if body.scope_value else "")
@@ -184,6 +232,21 @@ async def create_budget(
                 )
         except IntegrityError as exc:
             raise await _duplicate(conn, ctx.org_id, body, scope) from exc
+        details: dict[str, Any] = {}
+        if body.count_earlier_spend:
+            start = window_start(body.window, now)
+            spent, calls = await _earlier_spend(conn, store.dialect, ctx.org_id, body, start)
+            if calls:  # the ledger makes the counter of a window with none (from zero)
+                await conn.execute(
+                    insert(budget_counters).values(
+                        budget_id=budget_id,
+                        window_start=epoch(start),
+                        spent_picos=spent,
+                        reserved_picos=0,
+                        calls=calls,
+                    )
+                )
+            details = {"earlier_spend_usd": dollars(spent), "earlier_calls": calls}
         await invalidations.publish(conn, "budget", ctx.org_id)
         view = await get_budget(conn, ctx.org_id, budget_id, now)
         await ctx.audit(
@@ -197,6 +260,7 @@ async def create_budget(
                 "window": view.window.value,
                 "limit_usd": view.limit_usd,
                 "enforcement": view.enforcement.value,
+                **details,
             },
         )
         return view

@@ -170,6 +170,12 @@ class BudgetCreate(Body):
     enforcement: Enforcement = Enforcement.HARD
     thresholds: Thresholds = Field(default_factory=lambda: list(DEFAULT_THRESHOLDS))
     downgrade: DowngradeRule | None = None
+    count_earlier_spend: bool = Field(
+        default=True,
+        description="Whether the calls its scope made in the current window before the budget"
+        " existed count toward it (their usage rows, summed when it is made); false: it counts"
+        " from now.",
+    )
 
     @field_validator("scope_value")
     @classmethod

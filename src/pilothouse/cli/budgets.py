@@ -162,6 +162,14 @@ def create(
     soft: Annotated[
         bool, typer.Option("--soft/--hard", help="Only alert (soft) or refuse calls (hard).")
     ] = False,
+    earlier: Annotated[
+        bool,
+        typer.Option(
+            "--count-earlier-spend/--from-now",
+            help="Count what the scope already spent in the current window (the default), or"
+            " count from now.",
+        ),
+    ] = True,
     thresholds: Thresholds = None,
     downgrade_at: DowngradeAt = None,
     downgrade_to: DowngradeTo = None,
@@ -184,6 +192,7 @@ def create(
         "enforcement": "soft" if soft else "hard",
         "name": name,
         "downgrade": _downgrade(downgrade_at, downgrade_to, downgrade_from),
+        "count_earlier_spend": earlier,
     }
     if thresholds is not None:
         body["thresholds"] = _thresholds(thresholds)
