@@ -302,6 +302,7 @@ async def test_earlier_windows_do_not_count_and_a_budget_may_count_from_now_inst
     clock.moment = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
     for _ in range(2):
         assert (await chat(client, key)).status_code == 200
+    clock.moment = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)  # read before the write
     # Room for the two calls already made and less than the next call's worst case.
     limit = 2 * ACTUAL + WORST - 1
     body = {

@@ -168,11 +168,18 @@ SCOPE_COLUMNS = {
 
 
 async def _earlier_spend(
-    conn: AsyncConnection, dialect: str, org_id: str, body: BudgetCreate, since: datetime
+    conn: AsyncConnection,
+    dialect: str,
+    org_id: str,
+    body: BudgetCreate,
+    since: datetime,
+    until: datetime | None = None,
 ) -> tuple[int, int]:
-    """What the calls of ``body``'s scope cost since ``since`` (its window's start), and how
+    """What the calls of ``body``'s scope made from ``since`` (until ``until``) cost, and how
     many there were: their usage rows, matched as the gateway charges a call to its scopes."""
     where = [u.org_id == org_id, u.created_at >= since]
+    if until is not None:
+        where.append(u.created_at < until)
     kind, value = body.scope_kind, body.scope_value
     column = SCOPE_COLUMNS.get(kind)
     if column is not None:
@@ -203,12 +210,20 @@ async def create_budget(
     store: Store, invalidations: Invalidations, ctx: RequestContext, body: BudgetCreate
 ) -> BudgetView:
     """Make a budget. Unless ``body.count_earlier_spend`` is false, what its scope spent in the
-    current window before it existed counts (summed from the usage rows in the same
-    transaction); every call from the next on is reserved and settled against it."""
+    current window before it existed counts (its usage rows until now summed first, those
+    since in the transaction that writes the budget); every call from the next on is reserved
+    and settled against it."""
     now = ctx.clock.now()
     budget_id = new_id("bud")
     scope = body.scope_kind.value + (f":{body.scope_value}" if body.scope_value else "")
     name = body.name or f"{scope} {body.window.value}"[:200]
+    start = window_start(body.window, now)
+    earlier = (0, 0)
+    if body.count_earlier_spend:
+        # The window's calls until now are summed first, outside the write transaction: on
+        # SQLite that holds the one write lock, and a month of calls takes time to read.
+        async with store.read() as conn:
+            earlier = await _earlier_spend(conn, store.dialect, ctx.org_id, body, start, now)
     async with store.write() as conn:
         await _check_scope_exists(conn, ctx.org_id, body)
         try:
@@ -233,9 +248,9 @@ async def create_budget(
         except IntegrityError as exc:
             raise await _duplicate(conn, ctx.org_id, body, scope) from exc
         details: dict[str, Any] = {}
-        if body.count_earlier_spend:
-            start = window_start(body.window, now)
-            spent, calls = await _earlier_spend(conn, store.dialect, ctx.org_id, body, start)
+        if body.count_earlier_spend:  # and those since, with the budget's row written
+            later = await _earlier_spend(conn, store.dialect, ctx.org_id, body, now)
+            spent, calls = min(earlier[0] + later[0], COUNTER_MAX), earlier[1] + later[1]
             if calls:  # the ledger makes the counter of a window with none (from zero)
                 await conn.execute(
                     insert(budget_counters).values(
