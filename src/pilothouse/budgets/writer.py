@@ -44,11 +44,12 @@ Such a tick is checked against the counters as they are, not as this writer last
 another replica's or the sweeper's changes in between do not make it miss. It updates the
 counters in key order (PostgreSQL joins the sorted keys to their rows in a nested loop), as the
 locking way locks them, so the two queue on a counter's row lock instead of deadlocking; were a
-deadlock ever detected, the tick would only miss. (Ticks written several at once, a connection
-each, measured no faster: every tick of a budgeted call moves the same few counters, whose row
-locks are held until each commits, and the smaller ticks cost the proxy more CPU. That was
-measured while the writer's ticks still scanned the reservations table (``store/bulk.py``
-``KEYED_ONLY``), so it is worth measuring again.)
+deadlock ever detected, the tick would only miss. (Ticks written two at once, a connection each,
+measured slower, before and after the writer stopped scanning the reservations table
+(``store/bulk.py`` ``KEYED_ONLY``): every tick of a budgeted call moves the same few counters,
+whose row locks are held until each commits, so the second waits for the first's commit, and
+the smaller ticks cost the server more CPU a call (each statement and commit costs it about as
+much as ten rows).)
 """
 
 from __future__ import annotations
