@@ -28,7 +28,10 @@ from pilothouse.budgets.writer import (
     READ_POSTGRES,
     READ_RATE_COUNTERS_POSTGRES,
     WRITE_POSTGRES,
+    _flags,
     _numbered,
+    _numbers,
+    _texts,
 )
 from pilothouse.errors import BudgetExceeded
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
@@ -507,7 +510,9 @@ async def test_the_ledger_writer_finds_rows_by_key_where_the_tables_look_empty(
     tables = ("budget_reservations", "budget_counters", "rate_counters")
     await writer.postgres_once(lambda driver: driver.execute(f"VACUUM ANALYZE {', '.join(tables)}"))
     keys = (["bud_x"], [0])
-    tick = (["req_x"], "[]", *keys, [0], [1], [0], [None], [True], ["k"], [1], [None], [True])
+    tick = (_texts(["req_x"]), "[]", _texts(["bud_x"]), *map(_numbers, ([0], [0], [1], [0])))
+    tick += (_numbers([None]), _flags([True]), _texts(["k"]), _numbers([1]), _numbers([None]))
+    tick += (_flags([True]),)
     statements = [  # each with the tables it finds rows of by key
         (OPTIMISTIC_POSTGRES, (*tick, "[]", 1, 1, 1, 0), set(tables)),
         (READ_POSTGRES, (["req_x"], "[]", *keys), {"budget_reservations", "budget_counters"}),
@@ -527,6 +532,24 @@ async def test_the_ledger_writer_finds_rows_by_key_where_the_tables_look_empty(
         scans = list(_scans(json.loads(plan)[0]["Plan"]))
         assert {table for _, table in scans} >= keyed, plan
         assert [t for node, t in scans if node == "Seq Scan" and t in tables] == [], plan
+
+
+async def test_the_optimistic_tick_s_array_literals_carry_any_text_exactly(
+    services: Services,
+) -> None:
+    """The optimistic tick sends its arrays as literals in text parameters (asyncpg encodes
+    arrays slowly); a rate counter's key may hold a label value with any character."""
+    if services.store.dialect != "postgresql":
+        pytest.skip("the optimistic tick is PostgreSQL's")
+    awkward = ["a,b", "{c}", 'say "hi"', "back\\slash", "NULL", "", " pad ", "é ✓ 🚀", "x|y=z"]
+    numbers = [0, -1, 2**63 - 1, None, -(2**63)]
+    async with services.store.read() as conn:
+        found = await conn.exec_driver_sql(
+            "SELECT CAST(CAST($1 AS text) AS text[]), CAST(CAST($2 AS text) AS bigint[]),"
+            " CAST(CAST($3 AS text) AS boolean[]), CAST(CAST($4 AS text) AS text[])",
+            (_texts(awkward), _numbers(numbers), _flags([True, False]), _texts([])),
+        )
+        assert list(found.one()) == [awkward, numbers, [True, False], []]
 
 
 def _scans(node: dict[str, Any]) -> Iterator[tuple[str, str]]:

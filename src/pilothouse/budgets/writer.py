@@ -207,22 +207,25 @@ WRITE_POSTGRES = (
 # ended reservations go to may be gone (its budget deleted, its minute cleaned up after a long
 # call), as the locking way allows too. It returns each rate counter as it left it (for the
 # ``x-ratelimit-*`` headers).
+# Its arrays travel as array literals in text parameters, cast by the statement: asyncpg encodes
+# an array parameter element by element, which cost the proxy about 20 µs a tick more.
 OPTIMISTIC_POSTGRES = (
-    "WITH gone AS (DELETE FROM budget_reservations WHERE request_id = ANY($1::text[])"
+    "WITH gone AS (DELETE FROM budget_reservations WHERE request_id = ANY($1::text::text[])"
     " RETURNING 1),"
     " used AS (INSERT INTO usage_records"
     " SELECT * FROM json_populate_recordset(NULL::usage_records, $2::json)"
     " ON CONFLICT (request_id) DO NOTHING),"
     " b AS (UPDATE budget_counters AS c SET spent_picos = c.spent_picos + v.s,"
     " reserved_picos = c.reserved_picos + v.r, calls = c.calls + v.n"
-    " FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],"
-    " $8::bigint[], $9::boolean[]) AS v(id, ws, s, r, n, cap, asked)"
+    " FROM unnest($3::text::text[], $4::text::bigint[], $5::text::bigint[],"
+    " $6::text::bigint[], $7::text::bigint[], $8::text::bigint[], $9::text::boolean[])"
+    " AS v(id, ws, s, r, n, cap, asked)"
     " WHERE c.budget_id = v.id AND c.window_start = v.ws"
     " AND (v.cap IS NULL OR c.spent_picos + v.s + c.reserved_picos + v.r <= v.cap)"
     " RETURNING v.asked),"
     " r AS (UPDATE rate_counters AS c SET count = c.count + v.n"
-    " FROM unnest($10::text[], $11::bigint[], $12::bigint[], $13::boolean[])"
-    " AS v(k, n, cap, asked)"
+    " FROM unnest($10::text::text[], $11::text::bigint[], $12::text::bigint[],"
+    " $13::text::boolean[]) AS v(k, n, cap, asked)"
     " WHERE c.key = v.k AND (v.cap IS NULL OR c.count + v.n <= v.cap)"
     " RETURNING c.key, c.count, v.asked),"
     " held AS (INSERT INTO budget_reservations"
@@ -387,19 +390,19 @@ class Tick:
         rates_asked = {rate.key for ask in self.asks for rate in ask.rates}
         admitted = [ask.row for ask in self.asks]
         return (
-            sorted(ending),
+            _texts(sorted(ending)),
             _json(rows),
-            [k[0] for k in keys],
-            [k[1] for k in keys],
-            [budgets[k][0] for k in keys],
-            [budgets[k][1] for k in keys],
-            [budgets[k][2] for k in keys],
-            [caps.get(k) for k in keys],
-            [k in asked for k in keys],
-            rate_keys,
-            [rates[k] for k in rate_keys],
-            [rate_caps.get(k) for k in rate_keys],
-            [k in rates_asked for k in rate_keys],
+            _texts([k[0] for k in keys]),
+            _numbers([k[1] for k in keys]),
+            _numbers([budgets[k][0] for k in keys]),
+            _numbers([budgets[k][1] for k in keys]),
+            _numbers([budgets[k][2] for k in keys]),
+            _numbers([caps.get(k) for k in keys]),
+            _flags([k in asked for k in keys]),
+            _texts(rate_keys),
+            _numbers([rates[k] for k in rate_keys]),
+            _numbers([rate_caps.get(k) for k in rate_keys]),
+            _flags([k in rates_asked for k in rate_keys]),
             _reservations_json(admitted),
             len(ending),
             len(asked),
@@ -508,6 +511,22 @@ class Tick:
 def _json(values: list[Any]) -> str:
     """Values (rows, keys) as one JSON parameter (timestamps in ISO 8601 with their offset)."""
     return orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _texts(values: list[str]) -> str:
+    """A PostgreSQL array literal of strings (each quoted, its quotes and backslashes escaped)."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + '","'.join(quoted) + '"}' if values else "{}"
+
+
+def _numbers(values: list[int | None]) -> str:
+    """A PostgreSQL array literal of integers (None as NULL)."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+def _flags(values: list[bool]) -> str:
+    """A PostgreSQL array literal of booleans."""
+    return "{" + ",".join("t" if v else "f" for v in values) + "}"
 
 
 def _reservations_json(rows: list[tuple[Any, ...]]) -> str:
