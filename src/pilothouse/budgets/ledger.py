@@ -189,15 +189,18 @@ class Ledger:
         usage_row: Mapping[str, Any],
         limits: Sequence[LimitHit] = (),
         tokens: int = 0,
+        now: datetime | None = None,
     ) -> Reservation:
         """Take a slot of every rate limit in ``limits`` (``tokens`` of each per-minute token
         limit) and reserve ``amount_picos`` on every budget in ``applicable``, at once, durably
         (group-committed with the calls that arrive alongside: ``budgets/reserve.py``).
 
         Raises RateLimited or BudgetExceeded (with the numbers of the first limit or hard budget
-        that refuses) and changes nothing if any would be exceeded.
+        that refuses) and changes nothing if any would be exceeded. ``now`` (the clock's by
+        default) decides the windows and the minute.
         """
-        now = self._clock.now()
+        if now is None:
+            now = self._clock.now()
         starts, minute, seconds = window_epochs(now)
         budgets_asked, charges, charges_json = self._charges(applicable, starts)
         rates: list[RateAsk] = []

@@ -287,11 +287,12 @@ class Gateway:
         limits = limits_for(self._svc.settings.rate_limits, call.principal)
         if not call.budgets and not limits:  # the budgets were read once, by _downgrade
             return
+        now = self._svc.clock.now()  # the reservation's instant (read once: it costs)
         try:
-            kept = reserved_row(call, self._svc.clock.now())
+            kept = reserved_row(call, now)
             amount, tokens = self._worst_case(call, call.model)
             call.reservation = await self._ledger.reserve(
-                call.budgets, call.request_id, amount, kept, limits, tokens
+                call.budgets, call.request_id, amount, kept, limits, tokens, now
             )
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc
@@ -302,9 +303,8 @@ class Gateway:
             ) from exc
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
-        call.headers_out = limit_headers(
-            call.reservation.limits, self._svc.clock.now(), call.wire.is_anthropic
-        )
+        if call.reservation.limits:
+            call.headers_out = limit_headers(call.reservation.limits, now, call.wire.is_anthropic)
 
     def _worst_case(self, call: Call, model: ModelConfig) -> tuple[int, int]:
         """The most the call can cost on any of the model's deployments, and its most tokens:
