@@ -38,7 +38,7 @@ if not __package__:  # run as a file: make the `bench` package importable
 
 from bench.ledger_bench import RESERVED_FIELDS, usage_row
 from pilothouse.budgets.reserve import RESERVATION_COLUMNS
-from pilothouse.budgets.writer import OPTIMISTIC_POSTGRES
+from pilothouse.budgets.writer import OPTIMISTIC_POSTGRES, _flags, _numbers, _texts
 
 SCHEMA = "ledger_sql_bench"
 ROWS_PER_TICK = 16
@@ -46,26 +46,35 @@ CALLS_PER_TICK = 8
 COUNTERS = [("bud_a", 1764547200), ("bud_b", 1764892800), ("bud_c", 0), ("bud_d", 1764460800)]
 ORG = "org_bench"
 
+
+def _replaced(sql: str, *changes: tuple[str, str]) -> str:
+    """``sql`` with each (old, new) replaced; an old text not found is an error, not a no-op."""
+    for old, new in changes:
+        if old not in sql:
+            raise ValueError(f"the writer's statement no longer holds {old!r}")
+        sql = sql.replace(old, new)
+    return sql
+
+
 # The candidate: one reservation row per tick, ended when its calls all have; a settlement
 # counts only if its usage row was inserted (``used`` returns the rows it inserted).
-CANDIDATE = (
-    OPTIMISTIC_POSTGRES.replace(
-        "DELETE FROM budget_reservations WHERE request_id = ANY($1::text[]) RETURNING 1",
-        "DELETE FROM reservation_ticks WHERE id = ANY($1::text[]) RETURNING 1",
-    )
-    .replace(
+CANDIDATE = _replaced(
+    OPTIMISTIC_POSTGRES,
+    (
+        "DELETE FROM budget_reservations WHERE request_id = ANY($1::text::text[]) RETURNING 1",
+        "DELETE FROM reservation_ticks WHERE id = ANY($1::text::text[]) RETURNING 1",
+    ),
+    (
         "INSERT INTO budget_reservations"
         " SELECT * FROM json_populate_recordset(NULL::budget_reservations, $14::json)"
         " ON CONFLICT (request_id) DO NOTHING RETURNING 1",
         "INSERT INTO reservation_ticks VALUES ($14::text, $19::bigint, $20::text) RETURNING 1",
-    )
-    .replace(
-        "ON CONFLICT (request_id) DO NOTHING),", "ON CONFLICT (request_id) DO NOTHING RETURNING 1),"
-    )
-    .replace(
+    ),
+    ("DO NOTHING),", "DO NOTHING RETURNING 1),"),
+    (
         "(SELECT count(*) FROM gone) = $15",
         "(SELECT count(*) FROM gone) = $15 AND (SELECT count(*) FROM used) = $21",
-    )
+    ),
 )
 
 
@@ -98,18 +107,18 @@ class Ticks:
 
     def _counters(self, settled: int) -> list[Any]:
         n = len(COUNTERS)
-        return [
-            [k[0] for k in COUNTERS],
-            [k[1] for k in COUNTERS],
-            [288_000_000 * settled] * n,
-            [10**9 * (CALLS_PER_TICK - settled)] * n,
-            [settled] * n,
-            [10**18] * n,
-            [True] * n,
-            [],
-            [],
-            [],
-            [],
+        return [  # as the writer sends them: array literals (``Tick.optimistic``)
+            _texts([k[0] for k in COUNTERS]),
+            _numbers([k[1] for k in COUNTERS]),
+            _numbers([288_000_000 * settled] * n),
+            _numbers([10**9 * (CALLS_PER_TICK - settled)] * n),
+            _numbers([settled] * n),
+            _numbers([10**18] * n),
+            _flags([True] * n),
+            _texts([]),
+            _numbers([]),
+            _numbers([]),
+            _flags([]),
         ]
 
     def rows(self, ticks: int) -> list[list[Any]]:
@@ -129,7 +138,7 @@ class Ticks:
             ]
             made.append(
                 [
-                    sorted(last),
+                    _texts(sorted(last)),
                     json_text([usage(i) for i in last]),
                     *self._counters(len(last)),
                     json_text(held),
@@ -151,7 +160,7 @@ class Ticks:
             ended = [last[0]] if last else []
             made.append(
                 [
-                    ended,
+                    _texts(ended),
                     json_text([usage(i) for i in last]),
                     *self._counters(len(last)),
                     new[0],
