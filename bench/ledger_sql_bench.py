@@ -233,7 +233,8 @@ def report(title: str, unit: str, found: dict[str, list[float]]) -> None:
         median = statistics.median(values)
         first = first or median
         each = " ".join(f"{v:.0f}" for v in values)
-        print(f"| {name} | {median:.1f} ({each}) | {median / first:.2f} |")
+        ratio = f"{median / first:.2f}" if first else "n/a"  # too short to read any CPU
+        print(f"| {name} | {median:.1f} ({each}) | {ratio} |")
 
 
 async def main(opts: argparse.Namespace) -> int:
