@@ -67,7 +67,7 @@ CANDIDATE = _replaced(
     (
         "INSERT INTO budget_reservations"
         " SELECT * FROM json_populate_recordset(NULL::budget_reservations, $14::json)"
-        " ON CONFLICT (request_id) DO NOTHING RETURNING 1",
+        " RETURNING 1",
         "INSERT INTO reservation_ticks VALUES ($14::text, $19::bigint, $20::text) RETURNING 1",
     ),
     ("DO NOTHING),", "DO NOTHING RETURNING 1),"),

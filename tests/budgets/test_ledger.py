@@ -33,7 +33,7 @@ from pilothouse.budgets.writer import (
     _numbers,
     _texts,
 )
-from pilothouse.errors import BudgetExceeded
+from pilothouse.errors import BudgetExceeded, StoreUnavailable
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.tables import usage_records
 from pilothouse.identity.tables import agent_sessions
@@ -409,6 +409,23 @@ async def test_settling_twice_counts_once(services: Services, api: Api) -> None:
     await services.ledger.record(row, reservation)
     assert await counter(services, budget) == {"spent_picos": 777, "reserved_picos": 0, "calls": 1}
     assert len(await rows(services)) == 1
+
+
+async def test_a_request_id_reserved_twice_fails_its_tick_and_changes_nothing(
+    services: Services, api: Api
+) -> None:
+    """Request ids are new to every call and no tick is written twice, so a second reservation
+    of one would be a bug: it is refused as the store failing, never admitted without its row
+    (a reservation with no row could never be swept)."""
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
+    row = await _usage_row(services, "req_again", cost=777)
+    await ledger.reserve(applicable, "req_again", 1000, row)
+    before = await counter(services, budget)
+    with pytest.raises(StoreUnavailable):
+        await ledger.reserve(applicable, "req_again", 2000, row)
+    assert before == {"spent_picos": 0, "reserved_picos": 1000, "calls": 0}
+    assert await counter(services, budget) == before
+    assert await reservations(services) == 1
 
 
 async def test_calls_admitted_together_each_see_the_rate_counter_as_they_left_it(

@@ -196,7 +196,6 @@ WRITE_POSTGRES = (
     " FROM unnest($6::text[], $7::bigint[]) AS v(k, n) WHERE c.key = v.k)"
     " INSERT INTO budget_reservations"
     " SELECT * FROM json_populate_recordset(NULL::budget_reservations, $8::json)"
-    " ON CONFLICT (request_id) DO NOTHING"
 )
 # The whole tick as one statement, without a lock taken ahead: every counter is moved by what
 # the tick changes it by, and a counter a new reservation goes to only if it stays within its
@@ -209,6 +208,11 @@ WRITE_POSTGRES = (
 # ``x-ratelimit-*`` headers).
 # Its arrays travel as array literals in text parameters, cast by the statement: asyncpg encodes
 # an array parameter element by element, which cost the proxy about 20 µs a tick more.
+# Reservation rows are inserted without ``ON CONFLICT`` (here and in ``WRITE_POSTGRES``): every
+# call's request id is new and no tick is written twice (``postgres_once`` never runs one again,
+# the locking way only when COMMIT was not sent), so a row already there would be a bug, which
+# fails the tick rather than admit a call without its row. It costs the server about 4 µs less
+# a call.
 OPTIMISTIC_POSTGRES = (
     "WITH gone AS (DELETE FROM budget_reservations WHERE request_id = ANY($1::text::text[])"
     " RETURNING 1),"
@@ -230,7 +234,7 @@ OPTIMISTIC_POSTGRES = (
     " RETURNING c.key, c.count, v.asked),"
     " held AS (INSERT INTO budget_reservations"
     " SELECT * FROM json_populate_recordset(NULL::budget_reservations, $14::json)"
-    " ON CONFLICT (request_id) DO NOTHING RETURNING 1)"
+    " RETURNING 1)"
     " SELECT checked.ok, r.key, r.count FROM (SELECT CAST(CASE WHEN"
     " (SELECT count(*) FROM gone) = $15"
     " AND (SELECT count(*) FROM b WHERE b.asked) = $16"
@@ -585,7 +589,8 @@ class LedgerWriter(GroupCommit[Item]):
         super().__init__()
         self._dialect = store.dialect
         self._usage = RowInsert(store, usage_records, key="request_id")
-        self._held = RowInsert(store, budget_reservations, key="request_id")
+        # Without ON CONFLICT, as on PostgreSQL (see OPTIMISTIC_POSTGRES).
+        self._held = RowInsert(store, budget_reservations, key=None)
         # Reservation rows are made as tuples in the table's column order and bound as they
         # are: that holds only while the order is RESERVATION_COLUMNS and no column has a bind
         # processor (none of its types has one).

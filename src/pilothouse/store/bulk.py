@@ -291,20 +291,20 @@ def _run_in_transaction(
 
 
 class RowInsert:
-    """The ``INSERT`` of whole rows of ``table``, skipping a row whose ``key`` exists, and each
-    row as the driver's parameters (through the columns' own bind processors for the dialect,
-    so what is stored is byte for byte what SQLAlchemy would store)."""
+    """The ``INSERT`` of whole rows of ``table``, skipping a row whose ``key`` exists (without
+    a key, such a row fails the statement), and each row as the driver's parameters (through
+    the columns' own bind processors for the dialect, so what is stored is byte for byte what
+    SQLAlchemy would store)."""
 
-    def __init__(self, store: Store, table: Table, key: str) -> None:
+    def __init__(self, store: Store, table: Table, key: str | None) -> None:
         dialect = store.engine.dialect
         self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
             (c.name, c.type.bind_processor(dialect)) for c in table.columns
         ]
         names = ", ".join(name for name, _ in self._columns)
         marks = ", ".join("?" for _ in self._columns)
-        self.sql = (
-            f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
-        )
+        skip = f" ON CONFLICT ({key}) DO NOTHING" if key is not None else ""
+        self.sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}){skip}"
         """The statement, with ``?`` placeholders (``numbered`` makes them PostgreSQL's)."""
 
     def as_is(self, names: tuple[str, ...]) -> bool:
