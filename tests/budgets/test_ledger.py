@@ -248,8 +248,17 @@ async def test_a_budget_made_after_a_principal_s_calls_counts_its_next_call(
 
 
 # Each scope kind: one call in the scope and one outside it, both before the budget is made.
-EARLIER_SCOPES = ["org", "team", "user", "project", "use_case", "repository", "session", "key"]
-EARLIER_SCOPES += ["label"]
+EARLIER_SCOPES = [
+    "org",
+    "team",
+    "user",
+    "project",
+    "use_case",
+    "repository",
+    "session",
+    "key",
+    "label",
+]
 
 
 @pytest.mark.parametrize("kind", EARLIER_SCOPES)
