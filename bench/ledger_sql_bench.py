@@ -4,7 +4,8 @@
 connection of its own (the server process's CPU read from /proc before and after each run), in
 a scratch schema made for the run (the tables copied from the store's, without foreign keys)
 and dropped after. Each comparison runs its shapes alternately, ``--rounds`` times, and prints
-the server's CPU per row or per call (median and each round) and the ratio:
+the server's CPU per row or per call (median and each round) and the ratio (the server must run
+on this machine; elsewhere its CPU prints as nan):
 
 - ``usage rows``: a tick's usage rows (16 a statement) as one ``jsonb`` parameter, as the
   writer sent them before, against one ``json`` parameter, as it does now;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -79,8 +81,11 @@ CANDIDATE = _replaced(
 
 
 def server_cpu(pid: int) -> float:
-    """CPU seconds so far of the server process ``pid``."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    """CPU seconds so far of the server process ``pid`` (NaN if it is not on this machine)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return math.nan
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
