@@ -155,7 +155,7 @@ async def _duplicate(
     )
 
 
-COUNTER_MAX = 2**63 - 1
+COUNTER_MAX = 2**63 - 1  # a counter is a signed 64-bit column: earlier spend beyond it is capped
 u = usage_records.c
 SCOPE_COLUMNS = {
     ScopeKind.TEAM: u.team_id,
@@ -202,8 +202,7 @@ async def _earlier_spend(
         )
     ).one()
     # PostgreSQL sums bigints as numeric (Decimal); int() of a whole Decimal is exact.
-    spent = int(found[0] or 0) * COST_SPLIT + int(found[1] or 0)
-    return min(spent, COUNTER_MAX), int(found[2])
+    return int(found[0] or 0) * COST_SPLIT + int(found[1] or 0), int(found[2])
 
 
 async def create_budget(
