@@ -314,11 +314,12 @@ def check_ledger(
 
 
 def py_spy_binary(venv: Path | None) -> str | None:
-    """py-spy from the bench's virtual environment, or on PATH."""
-    if venv is not None and (venv / "bin" / "py-spy").exists():
-        return str(venv / "bin" / "py-spy")
+    """py-spy from the bench's virtual environment, beside this Python, or on PATH."""
     import shutil
 
+    for folder in (venv / "bin" if venv is not None else None, Path(sys.executable).parent):
+        if folder is not None and (folder / "py-spy").exists():
+            return str(folder / "py-spy")
     return shutil.which("py-spy")
 
 
@@ -582,7 +583,7 @@ def main(argv: Sequence[str]) -> int:
             if opts.profile and opts.profile_target in by_name:
                 spy = py_spy_binary(venv or opts.cache_dir / "venv")
                 if spy is None:
-                    print("! --profile: no py-spy (the bench venv has it: run once with litellm)")
+                    print("! --profile: no py-spy (pip install py-spy, or run once with litellm)")
                 else:
                     profiles = [
                         profile_pilothouse(

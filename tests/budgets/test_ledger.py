@@ -631,6 +631,63 @@ async def test_a_settlement_made_twice_in_a_tick_with_others_counts_once_and_the
     assert await reservations(services) == 0
 
 
+async def test_one_tick_of_calls_charged_to_different_budgets_moves_each_counter_by_their_sum(
+    services: Services, api: Api
+) -> None:
+    """A tick that settles, releases and reserves calls charged to different sets of budgets
+    (sharing one) moves each counter by what its own calls change it by, and a per-minute
+    token limit from the reserved estimate to the tokens used; on PostgreSQL as one statement
+    (the writer sums calls charged to the same budgets before it adds them to the counters)."""
+    ledger, project, both = await _project_budget(services, api, PICOS)
+    org = await add_budget(
+        services, scope_kind="org", scope_value="", limit_picos=PICOS, budget_id="bud_test0"
+    )
+    both = await ledger.book.applicable(
+        await services.authenticator.authenticate(
+            bearer((await api.session(project="ledger"))["key"]["token"])
+        )
+    )
+    assert sorted(b.id for b in both) == [org, project]
+    org_only = tuple(b for b in both if b.id == org)
+    tpm = (LimitHit(LimitKind.TPM, "project:ledger", 10**6),)
+
+    async def reserve(
+        request_id: str, charged: tuple[Budget, ...], amount: int, limits: tuple[LimitHit, ...] = ()
+    ) -> tuple[dict[str, Any], Reservation]:
+        row = await _usage_row(services, request_id, amount // 10)
+        return row, await ledger.reserve(charged, request_id, amount, row, limits, 50)
+
+    await reserve("req_w1", both, 10)
+    d = await reserve("req_d", both, 70, tpm)
+    await reserve("req_w2", org_only, 10)  # the counters exist: the optimistic way is tried
+    a, b = await reserve("req_a", both, 1000), await reserve("req_b", org_only, 400)
+    c = await reserve("req_c", both, 300)
+    e, f = await _usage_row(services, "req_e", 0), await _usage_row(services, "req_f", 0)
+    hits = ledger._writer.optimism.hits
+    ticks = count_ticks(ledger)
+    await asyncio.gather(
+        ledger.record(*a),
+        ledger.record(*b),
+        ledger.release(c[1]),
+        ledger.record(*d),
+        ledger.reserve(both, "req_e", 200, e),
+        ledger.reserve(org_only, "req_f", 60, f),
+    )
+    assert ticks == [6]
+    if services.store.dialect == "postgresql":
+        assert ledger._writer.optimism.hits == hits + 1
+    # spent: a 100, b 40, d 7; reserved: w1 10, w2 10, e 200, f 60 (a, b, c and d ended)
+    assert await counter(services, org) == {"spent_picos": 147, "reserved_picos": 280, "calls": 3}
+    assert await counter(services, project) == {
+        "spent_picos": 107,
+        "reserved_picos": 210,
+        "calls": 2,
+    }
+    async with services.store.read() as conn:  # d reserved 50 tokens and used 2
+        assert (await conn.execute(select(rate_counters.c.count))).scalars().all() == [2]
+    assert await reservations(services) == 4
+
+
 async def test_a_call_cancelled_while_its_reservation_is_decided_gives_it_back(
     services: Services, api: Api
 ) -> None:

@@ -137,7 +137,9 @@ class Ask:
     amount_picos: int
     budgets: list[tuple[Budget, BudgetKey]]
     rates: list[RateAsk]
-    row: tuple[Any, ...]  # the budget_reservations row, in RESERVATION_COLUMNS' order
+    # The budget_reservations row: a tuple in RESERVATION_COLUMNS' order (SQLite), or a JSON
+    # object (PostgreSQL: ``Ledger.reserve``).
+    row: tuple[Any, ...] | str
     now: datetime
     held: Reservation  # what to settle or release if admitted
     counts: list[int] = field(default_factory=list)  # each rate counter once admitted

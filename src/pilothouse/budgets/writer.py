@@ -58,17 +58,18 @@ import sqlite3
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
 
-from pilothouse.budgets.model import Enforcement
+from pilothouse.budgets.model import Budget, Enforcement
 from pilothouse.budgets.reserve import (
     RESERVATION_COLUMNS,
     Ask,
     BudgetKey,
     Counter,
+    RateCharge,
     Reservation,
     decide,
 )
@@ -348,7 +349,7 @@ class Tick:
                             [v[2] for _, v in changed],
                             [k for k, _ in moved],
                             [n for _, n in moved],
-                            _reservations_json(admitted),
+                            _objects(admitted),
                         )
                     ],
                 )
@@ -358,7 +359,7 @@ class Tick:
         if moved:
             yield Many(SET_RATE_COUNTER, [(n, k) for k, n in moved])
         if admitted:  # rows in the table's column order, no column to process (see __init__)
-            yield Many(self._held.sql, admitted)
+            yield Many(self._held.sql, cast(list[tuple[Any, ...]], admitted))
 
     def optimistic(self) -> tuple[Any, ...]:
         """PostgreSQL: the tick as one statement (``OPTIMISTIC_POSTGRES``) that admits every
@@ -369,28 +370,60 @@ class Tick:
         in arrival order: none takes room back), so the locking way decides only when one of
         them would not fit."""
         ending, rows = self._ending()
-        budgets: dict[BudgetKey, Counter] = {}  # what each counter moves by: spent, reserved, calls
+        # Calls charged to the same budgets share one tuple of counters (``Ledger._charges``
+        # makes it once per set of budgets and day), so what a group of them moves is summed
+        # first and added to each of its counters once: a tick's Python is spent per group of
+        # calls, not per counter of every call.
+        ended: dict[int, tuple[tuple[BudgetKey, ...], Counter]] = {}  # by id(charges)
         rates: dict[str, int] = {}
-        caps: dict[BudgetKey, int] = {}
-        rate_caps: dict[str, int] = {}
-        for _, reservation in ending.values():
-            for key in reservation.charges:
-                budgets.setdefault(key, [0, 0, 0])
-            for charge in reservation.rate_charges:
-                rates.setdefault(charge.key, 0)
         for row, reservation in ending.values():
-            _end(row, reservation, budgets, rates)
+            charges = reservation.charges
+            group = ended.get(id(charges))
+            if group is None:
+                group = ended[id(charges)] = (charges, [0, 0, 0])
+            moves = group[1]
+            moves[1] -= reservation.amount_picos
+            if row is not None:
+                moves[0] += row["cost_picos"]
+                moves[2] += 1
+            if reservation.rate_charges:
+                for charge in reservation.rate_charges:
+                    rates.setdefault(charge.key, 0)
+                _end_rates(row, reservation.rate_charges, rates)
+        budgets: dict[BudgetKey, Counter] = {}  # what each counter moves by: spent, reserved, calls
+        for charges, (spent, reserved, calls) in ended.values():
+            for key in charges:
+                counter = budgets.get(key)
+                if counter is None:
+                    budgets[key] = [spent, reserved, calls]
+                else:
+                    counter[0] += spent
+                    counter[1] += reserved
+                    counter[2] += calls
+        asking: dict[int, tuple[list[tuple[Budget, BudgetKey]], list[int]]] = {}  # by id(budgets)
+        rate_caps: dict[str, int] = {}
         for ask in self.asks:
-            for budget, key in ask.budgets:
-                budgets.setdefault(key, [0, 0, 0])[1] += ask.amount_picos
-                if budget.enforcement is Enforcement.HARD:
-                    caps[key] = budget.limit_picos
+            same = asking.get(id(ask.budgets))
+            if same is None:
+                same = asking[id(ask.budgets)] = (ask.budgets, [0])
+            same[1][0] += ask.amount_picos
             for rate in ask.rates:
                 rates[rate.key] = rates.get(rate.key, 0) + rate.amount
                 rate_caps[rate.key] = rate.hit.limit
+        caps: dict[BudgetKey, int] = {}
+        asked: set[BudgetKey] = set()
+        for charged, (amount,) in asking.values():
+            for budget, key in charged:
+                asked.add(key)
+                counter = budgets.get(key)
+                if counter is None:
+                    budgets[key] = [0, amount, 0]
+                else:
+                    counter[1] += amount
+                if budget.enforcement is Enforcement.HARD:
+                    caps[key] = budget.limit_picos
         keys = sorted(budgets)  # the order the counters are locked in (nested loop over them)
         rate_keys = sorted(rates)
-        asked = {key for ask in self.asks for _, key in ask.budgets}
         rates_asked = {rate.key for ask in self.asks for rate in ask.rates}
         admitted = [ask.row for ask in self.asks]
         return (
@@ -407,7 +440,7 @@ class Tick:
             _numbers([rates[k] for k in rate_keys]),
             _numbers([rate_caps.get(k) for k in rate_keys]),
             _flags([k in rates_asked for k in rate_keys]),
-            _reservations_json(admitted),
+            _objects(admitted),
             len(ending),
             len(asked),
             len(rates_asked),
@@ -533,10 +566,10 @@ def _flags(values: list[bool]) -> str:
     return "{" + ",".join("t" if v else "f" for v in values) + "}"
 
 
-def _reservations_json(rows: list[tuple[Any, ...]]) -> str:
-    """Reservation rows as one JSON parameter of objects (PostgreSQL's
-    ``json_populate_recordset``)."""
-    return _json([dict(zip(RESERVATION_COLUMNS, row, strict=True)) for row in rows])
+def _objects(objects: list[Any]) -> str:
+    """PostgreSQL's reservation rows, each made a JSON object by its call (``Ledger.reserve``),
+    as one JSON parameter (``json_populate_recordset``)."""
+    return "[" + ",".join(objects) + "]"
 
 
 def _end(
@@ -552,22 +585,32 @@ def _end(
             counter = spent.get(key)
             if counter is not None:  # None: its budget was deleted
                 counter[1] -= amount
-        for rate in reservation.rate_charges:
+    else:
+        cost = row["cost_picos"]
+        for key in reservation.charges:
+            counter = spent.get(key)
+            if counter is not None:
+                counter[0] += cost
+                counter[1] -= amount
+                counter[2] += 1
+    _end_rates(row, reservation.rate_charges, rates)
+
+
+def _end_rates(
+    row: dict[str, Any] | None, charges: tuple[RateCharge, ...], rates: dict[str, int]
+) -> None:
+    """Settle (None: release) what a call took of its rate limits on the counters."""
+    if not charges:
+        return
+    if row is None:
+        for rate in charges:
             if rate.key in rates:  # a past minute's counter may be gone
                 rates[rate.key] -= rate.taken
         return
-    cost = row["cost_picos"]
-    for key in reservation.charges:
-        counter = spent.get(key)
-        if counter is not None:
-            counter[0] += cost
-            counter[1] -= amount
-            counter[2] += 1
-    if reservation.rate_charges:
-        tokens = _tokens(row)
-        for rate in reservation.rate_charges:
-            if rate.key in rates:
-                rates[rate.key] += rate.settled(tokens)
+    tokens = _tokens(row)
+    for rate in charges:
+        if rate.key in rates:
+            rates[rate.key] += rate.settled(tokens)
 
 
 def _tokens(row: dict[str, Any]) -> int:
