@@ -55,7 +55,7 @@ much as ten rows).)
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -63,7 +63,7 @@ from typing import Any, cast
 import asyncpg
 import orjson
 
-from pilothouse.budgets.model import Budget, Enforcement
+from pilothouse.budgets.model import Enforcement
 from pilothouse.budgets.reserve import (
     RESERVATION_COLUMNS,
     Ask,
@@ -72,6 +72,7 @@ from pilothouse.budgets.reserve import (
     RateCharge,
     Reservation,
     decide,
+    summed,
 )
 from pilothouse.budgets.tables import budget_reservations
 from pilothouse.gateway.tables import usage_records
@@ -327,8 +328,7 @@ class Tick:
         before_budgets = {k: tuple(v) for k, v in spent.items()}
         before_rates = dict(rates)
 
-        for row, reservation in gone:
-            _end(row, reservation, spent, rates)
+        _move(_settlements(gone, rates, from_zero=False), spent, make=False)
         decide(self.asks, spent, rates)
 
         changed = sorted(
@@ -370,49 +370,17 @@ class Tick:
         in arrival order: none takes room back), so the locking way decides only when one of
         them would not fit."""
         ending, rows = self._ending()
-        # Calls charged to the same budgets share one tuple of counters (``Ledger._charges``
-        # makes it once per set of budgets and day), so what a group of them moves is summed
-        # first and added to each of its counters once: a tick's Python is spent per group of
-        # calls, not per counter of every call.
-        ended: dict[int, tuple[tuple[BudgetKey, ...], Counter]] = {}  # by id(charges)
         rates: dict[str, int] = {}
-        for row, reservation in ending.values():
-            charges = reservation.charges
-            group = ended.get(id(charges))
-            if group is None:
-                group = ended[id(charges)] = (charges, [0, 0, 0])
-            moves = group[1]
-            moves[1] -= reservation.amount_picos
-            if row is not None:
-                moves[0] += row["cost_picos"]
-                moves[2] += 1
-            if reservation.rate_charges:
-                for charge in reservation.rate_charges:
-                    rates.setdefault(charge.key, 0)
-                _end_rates(row, reservation.rate_charges, rates)
         budgets: dict[BudgetKey, Counter] = {}  # what each counter moves by: spent, reserved, calls
-        for charges, (spent, reserved, calls) in ended.values():
-            for key in charges:
-                counter = budgets.get(key)
-                if counter is None:
-                    budgets[key] = [spent, reserved, calls]
-                else:
-                    counter[0] += spent
-                    counter[1] += reserved
-                    counter[2] += calls
-        asking: dict[int, tuple[list[tuple[Budget, BudgetKey]], list[int]]] = {}  # by id(budgets)
+        _move(_settlements(ending.values(), rates, from_zero=True), budgets, make=True)
         rate_caps: dict[str, int] = {}
         for ask in self.asks:
-            same = asking.get(id(ask.budgets))
-            if same is None:
-                same = asking[id(ask.budgets)] = (ask.budgets, [0])
-            same[1][0] += ask.amount_picos
             for rate in ask.rates:
                 rates[rate.key] = rates.get(rate.key, 0) + rate.amount
                 rate_caps[rate.key] = rate.hit.limit
         caps: dict[BudgetKey, int] = {}
         asked: set[BudgetKey] = set()
-        for charged, (amount,) in asking.values():
+        for charged, amount in summed(self.asks):
             for budget, key in charged:
                 asked.add(key)
                 counter = budgets.get(key)
@@ -572,28 +540,54 @@ def _objects(objects: list[Any]) -> str:
     return "[" + ",".join(objects) + "]"
 
 
-def _end(
-    row: dict[str, Any] | None,
-    reservation: Reservation,
-    spent: dict[BudgetKey, Counter],
+Moves = list[tuple[tuple[BudgetKey, ...], Counter]]
+"""Settlements summed by the counters they go to: each set of counters with what it moves by
+(spent, reserved, calls)."""
+
+
+def _settlements(
+    ending: Iterable[tuple[dict[str, Any] | None, Reservation]],
     rates: dict[str, int],
-) -> None:
-    """Settle a call's reservation to its usage ``row`` (None: release it) on the counters."""
-    amount = reservation.amount_picos
-    if row is None:
-        for key in reservation.charges:
-            counter = spent.get(key)
-            if counter is not None:  # None: its budget was deleted
-                counter[1] -= amount
-    else:
-        cost = row["cost_picos"]
-        for key in reservation.charges:
-            counter = spent.get(key)
+    *,
+    from_zero: bool,
+) -> Moves:
+    """What settling each reservation to its usage row (None: releasing it) moves the budget
+    counters by, summed over the calls charged to the same budgets (they share one tuple of
+    counters: ``Ledger._charges`` makes it once per set of budgets and day), so that a tick's
+    Python is spent per set of budgets, not per counter of every call. Rate counters in
+    ``rates`` are moved as they go (``from_zero``: each one a call took starts at 0, as a
+    move; otherwise only those in ``rates`` are, as read)."""
+    moves: dict[int, tuple[tuple[BudgetKey, ...], Counter]] = {}  # by id(charges)
+    for row, reservation in ending:
+        charges = reservation.charges
+        same = moves.get(id(charges))
+        if same is None:
+            same = moves[id(charges)] = (charges, [0, 0, 0])
+        move = same[1]
+        move[1] -= reservation.amount_picos
+        if row is not None:
+            move[0] += row["cost_picos"]
+            move[2] += 1
+        if reservation.rate_charges:
+            if from_zero:
+                for charge in reservation.rate_charges:
+                    rates.setdefault(charge.key, 0)
+            _end_rates(row, reservation.rate_charges, rates)
+    return list(moves.values())
+
+
+def _move(moves: Moves, counters: dict[BudgetKey, Counter], *, make: bool) -> None:
+    """Add ``moves`` to ``counters`` (a counter not there is made if ``make``, else skipped:
+    its budget was deleted)."""
+    for charges, (spent, reserved, calls) in moves:
+        for key in charges:
+            counter = counters.get(key)
             if counter is not None:
-                counter[0] += cost
-                counter[1] -= amount
-                counter[2] += 1
-    _end_rates(row, reservation.rate_charges, rates)
+                counter[0] += spent
+                counter[1] += reserved
+                counter[2] += calls
+            elif make:
+                counters[key] = [spent, reserved, calls]
 
 
 def _end_rates(
