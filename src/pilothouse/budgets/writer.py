@@ -58,7 +58,7 @@ import sqlite3
 from collections.abc import Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import orjson
@@ -124,7 +124,8 @@ ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
 """What a tick's read learns: which reservations still existed, the budget and rate counters."""
 KNOWN_COUNTERS_MAX = 100_000
 OPTIMISTIC_BACKOFF_MAX = 64
-RACED = "ledger tick raced"  # what the optimistic tick fails with when a counter moved
+RACED = "ledger tick raced"
+S = TypeVar("S")  # what the optimistic tick fails with when a counter moved
 
 # A budget deleted since the cache read it gets no counter, and the call is not held to it.
 NEW_BUDGET_COUNTER = (
@@ -315,7 +316,7 @@ class Tick:
             if rows:
                 yield Many(INSERT_USAGE_POSTGRES, [(_json(rows),)])
             return
-        asked = {key for ask in self.asks for _, key in ask.budgets}
+        asked = {key for charged in _distinct(a.budgets for a in self.asks) for _, key in charged}
         new_rates = sorted({(r.key, r.expires_at) for ask in self.asks for r in ask.rates})
         # A counter, once made, stays until its budget is deleted (then it is not wanted).
         self.created = sorted(asked - self._known)
@@ -465,7 +466,8 @@ class Tick:
             yield Many(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in self.created])
         if new_rates:
             yield Many(NEW_RATE_COUNTER, new_rates)
-        budget_keys = sorted(asked | {k for i in gone_ids for k in ending[i][1].charges})
+        ended = _distinct(ending[i][1].charges for i in gone_ids)
+        budget_keys = sorted(asked.union(*ended))
         spent: dict[BudgetKey, Counter] = {}
         if budget_keys:
             found = yield Rows(READ_BUDGET_COUNTERS, (_json(budget_keys),))
@@ -492,7 +494,7 @@ class Tick:
             yield Many(NEW_BUDGET_COUNTER, [(b, w, b) for b, w in self.created])
         if new_rates:
             yield Many(NEW_RATE_COUNTER, new_rates)
-        budget_keys = sorted(asked | {k for _, r in ending.values() for k in r.charges})
+        budget_keys = sorted(asked.union(*_distinct(r.charges for _, r in ending.values())))
         found = yield Rows(
             READ_POSTGRES,
             (
@@ -538,6 +540,12 @@ def _objects(objects: list[Any]) -> str:
     """PostgreSQL's reservation rows, each made a JSON object by its call (``Ledger.reserve``),
     as one JSON parameter (``json_populate_recordset``)."""
     return "[" + ",".join(objects) + "]"
+
+
+def _distinct(sequences: Iterable[S]) -> list[S]:
+    """Each of ``sequences`` once, by identity: the calls charged to the same budgets share one
+    (``Ledger._charges``), so a tick goes through each set of budgets once, not each call's."""
+    return list({id(one): one for one in sequences}.values())
 
 
 Moves = list[tuple[tuple[BudgetKey, ...], Counter]]
