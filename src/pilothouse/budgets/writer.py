@@ -124,8 +124,8 @@ ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
 """What a tick's read learns: which reservations still existed, the budget and rate counters."""
 KNOWN_COUNTERS_MAX = 100_000
 OPTIMISTIC_BACKOFF_MAX = 64
-RACED = "ledger tick raced"
-S = TypeVar("S")  # what the optimistic tick fails with when a counter moved
+RACED = "ledger tick raced"  # what the optimistic tick fails with when a counter moved
+S = TypeVar("S")
 
 # A budget deleted since the cache read it gets no counter, and the call is not held to it.
 NEW_BUDGET_COUNTER = (
