@@ -387,6 +387,7 @@ import os
 
 import asyncpg
 
+from pilothouse.budgets.writer import LedgerWriter
 from pilothouse.gateway import calls
 from pilothouse.store.group import GroupCommit
 
@@ -395,6 +396,7 @@ ROUND_TRIP = {wait!r} == "roundtrip"
 
 class _Wait(GroupCommit):
     name = "bench-wait"
+    gather_turns = LedgerWriter.gather_turns  # batches made as the ledger's are
     conn = None
 
     async def _write(self, items):

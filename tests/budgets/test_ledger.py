@@ -688,6 +688,25 @@ async def test_one_tick_of_calls_charged_to_different_budgets_moves_each_counter
     assert await reservations(services) == 4
 
 
+async def test_calls_that_end_a_turn_of_the_event_loop_apart_share_a_tick(
+    services: Services, api: Api
+) -> None:
+    """The ledger's writer lets one turn of the event loop pass before it takes a tick, so a
+    call made ready alongside it (by the same read of the sockets, or the same commit) shares
+    the tick instead of paying for a transaction of its own."""
+    ledger, _, _ = await _project_budget(services, api, PICOS)
+    first, second = [await _usage_row(services, f"req_{n}", 1) for n in ("one", "two")]
+    ticks = count_ticks(ledger)
+
+    async def a_turn_later() -> None:
+        await asyncio.sleep(0)
+        await ledger.record(second)
+
+    await asyncio.gather(ledger.record(first), a_turn_later())
+    assert ticks == [2]
+    assert len(await rows(services)) == 2
+
+
 async def test_a_call_cancelled_while_its_reservation_is_decided_gives_it_back(
     services: Services, api: Api
 ) -> None:

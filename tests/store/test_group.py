@@ -35,3 +35,37 @@ async def test_stop_finishes_the_batch_being_written_and_its_callers_hear_so() -
     writer.gate.set()
     await asyncio.wait_for(asyncio.gather(first, later, stopping), timeout=5)
     assert writer.written == [["a"], ["b"]]
+
+
+class Recording(GroupCommit[str]):
+    """Records each batch it writes."""
+
+    def __init__(self, gather_turns: int) -> None:
+        super().__init__()
+        self.gather_turns = gather_turns
+        self.written: list[list[str]] = []
+
+    async def _write(self, items: list[str]) -> None:
+        self.written.append(items)
+
+
+async def _submitted_a_turn_apart(writer: Recording) -> list[list[str]]:
+    """``a``, then ``b`` from a caller made ready in the turn the writer wakes up in."""
+    writer.start()
+    await asyncio.sleep(0)  # the writer waits for its first item
+
+    async def one_turn_later() -> None:
+        await asyncio.sleep(0)
+        await writer.submit("b")
+
+    await asyncio.gather(writer.submit("a"), one_turn_later())
+    await writer.stop()
+    return writer.written
+
+
+async def test_a_caller_made_ready_alongside_the_writer_joins_its_batch() -> None:
+    """The ledger's writer lets a turn of the event loop pass before it takes a batch, so the
+    callers made ready with it share the batch (fewer, larger transactions); without that
+    turn the second caller pays for a transaction of its own."""
+    assert await _submitted_a_turn_apart(Recording(gather_turns=1)) == [["a", "b"]]
+    assert await _submitted_a_turn_apart(Recording(gather_turns=0)) == [["a"], ["b"]]
