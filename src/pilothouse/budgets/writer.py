@@ -630,13 +630,14 @@ class LedgerWriter(GroupCommit[Item]):
 
     name = "ledger"
     # One turn of the loop before a tick is taken, so that the calls made ready alongside the
-    # first (by one read of the sockets, or by the last tick's commit) join it: on SQLite,
-    # where a tick's statements and commit run on the loop's own CPU, fewer and larger ticks
-    # are less CPU a call; on PostgreSQL fewer statements (bench/README.md, eighth pass:
-    # budget enforcement's added p50 at c=32 from +0.46 to +0.15 ms non-stream and +0.65 to
-    # +0.07 streamed on SQLite, +0.84 to +0.37 and +1.04 to +0.21 on PostgreSQL). A second
-    # turn measured worse on PostgreSQL: the tick in flight gathers the next one's calls
-    # there already, and each turn adds to every call's wait.
+    # first (by one read of the sockets, or by the last tick's commit) join it. On SQLite,
+    # where a tick's statements and commit run on the loop's own CPU, ticks grew from 15 to
+    # 27 items and cost less CPU a call; PostgreSQL's kept their size (the tick in flight
+    # gathers the next one's calls there already) and measured better all the same
+    # (bench/README.md, eighth pass: budget enforcement's added p50 at c=32 from +0.46 to
+    # +0.15 ms non-stream and +0.65 to +0.07 streamed on SQLite, +0.84 to +0.37 and +1.04 to
+    # +0.21 on PostgreSQL). A second turn measured worse on PostgreSQL: each turn adds to
+    # every call's wait.
     gather_turns = 1
 
     def __init__(self, store: Store) -> None:
