@@ -638,7 +638,7 @@ async def test_one_tick_of_calls_charged_to_different_budgets_moves_each_counter
     (sharing one) moves each counter by what its own calls change it by, and a per-minute
     token limit from the reserved estimate to the tokens used; on PostgreSQL as one statement
     (the writer sums calls charged to the same budgets before it adds them to the counters)."""
-    ledger, project, both = await _project_budget(services, api, PICOS)
+    ledger, project, _ = await _project_budget(services, api, PICOS)
     org = await add_budget(
         services, scope_kind="org", scope_value="", limit_picos=PICOS, budget_id="bud_test0"
     )
