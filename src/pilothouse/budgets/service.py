@@ -25,7 +25,7 @@ from pilothouse.context import RequestContext
 from pilothouse.errors import BadRequest, Conflict, NotFound
 from pilothouse.gateway.spend import COST_SPLIT
 from pilothouse.gateway.tables import usage_records
-from pilothouse.gateway.usage_rows import dollars, label_value
+from pilothouse.gateway.usage_rows import UsageFilters, conditions, dollars
 from pilothouse.identity.tables import agent_sessions, teams, users
 from pilothouse.ids import new_id
 from pilothouse.store.engine import Store
@@ -156,51 +156,45 @@ async def _duplicate(
 
 
 COUNTER_MAX = 2**63 - 1  # a counter is a signed 64-bit column: earlier spend beyond it is capped
-u = usage_records.c
-SCOPE_COLUMNS = {
-    ScopeKind.TEAM: u.team_id,
-    ScopeKind.USER: u.user_id,
-    ScopeKind.PROJECT: u.project,
-    ScopeKind.REPOSITORY: u.repository,
-    ScopeKind.SESSION: u.session_id,
-    ScopeKind.KEY: u.key_id,
+# The usage-row filter (``gateway/usage_rows.py`` ``FILTER_COLUMNS``) a scope kind's value is.
+SCOPE_FILTERS = {
+    ScopeKind.TEAM: "team_id",
+    ScopeKind.USER: "user_id",
+    ScopeKind.PROJECT: "project",
+    ScopeKind.REPOSITORY: "repository",
+    ScopeKind.SESSION: "session_id",
+    ScopeKind.KEY: "key_id",
 }
 
 
 async def _earlier_spend(
     conn: AsyncConnection,
     dialect: str,
-    org_id: str,
+    ctx: RequestContext,
     body: BudgetCreate,
     since: datetime,
     until: datetime | None = None,
 ) -> tuple[int, int]:
     """What the calls of ``body``'s scope made from ``since`` (until ``until``) cost, and how
-    many there were: their usage rows, matched as the gateway charges a call to its scopes."""
-    where = [u.org_id == org_id, u.created_at >= since]
-    if until is not None:
-        where.append(u.created_at < until)
+    many there were: their usage rows, matched as the gateway charges a call to its scopes
+    (with the filters spend reports use)."""
     kind, value = body.scope_kind, body.scope_value
-    column = SCOPE_COLUMNS.get(kind)
-    if column is not None:
-        where.append(column == value)
-    elif kind is ScopeKind.USE_CASE:  # a session's use case: not on the usage row itself
-        sessions = select(agent_sessions.c.id).where(
-            agent_sessions.c.org_id == org_id, agent_sessions.c.use_case == value
-        )
-        where.append(u.session_id.in_(sessions))
+    equal: dict[str, str] = {}
+    labels: tuple[tuple[str, str], ...] = ()
+    if kind in SCOPE_FILTERS:
+        equal[SCOPE_FILTERS[kind]] = value
     elif kind is ScopeKind.LABEL:
         name, _, label = value.partition("=")
-        where.append(label_value(dialect, name) == label)
-    found = (  # cost summed in two parts, as spend reports do: SQLite's sum is 64-bit
-        await conn.execute(
-            select(
-                func.sum(u.cost_picos // COST_SPLIT),
-                func.sum(u.cost_picos % COST_SPLIT),
-                func.count(),
-            ).where(*where)
+        labels = ((name, label),)
+    where = conditions(ctx, dialect, UsageFilters(since, until, equal, labels))
+    if kind is ScopeKind.USE_CASE:  # a session's use case: not on the usage row itself
+        sessions = select(agent_sessions.c.id).where(
+            agent_sessions.c.org_id == ctx.org_id, agent_sessions.c.use_case == value
         )
-    ).one()
+        where.append(usage_records.c.session_id.in_(sessions))
+    cost = usage_records.c.cost_picos  # summed in two parts, as spend reports do: SQLite's
+    parts = (func.sum(cost // COST_SPLIT), func.sum(cost % COST_SPLIT))  # sum is 64-bit
+    found = (await conn.execute(select(*parts, func.count()).where(*where))).one()
     # PostgreSQL sums bigints as numeric (Decimal); int() of a whole Decimal is exact.
     return int(found[0] or 0) * COST_SPLIT + int(found[1] or 0), int(found[2])
 
@@ -222,7 +216,7 @@ async def create_budget(
         # The window's calls until now are summed first, outside the write transaction: on
         # SQLite that holds the one write lock, and a month of calls takes time to read.
         async with store.read() as conn:
-            earlier = await _earlier_spend(conn, store.dialect, ctx.org_id, body, start, now)
+            earlier = await _earlier_spend(conn, store.dialect, ctx, body, start, now)
     async with store.write() as conn:
         await _check_scope_exists(conn, ctx.org_id, body)
         try:
@@ -248,7 +242,7 @@ async def create_budget(
             raise await _duplicate(conn, ctx.org_id, body, scope) from exc
         details: dict[str, Any] = {}
         if body.count_earlier_spend:  # and those since, with the budget's row written
-            later = await _earlier_spend(conn, store.dialect, ctx.org_id, body, now)
+            later = await _earlier_spend(conn, store.dialect, ctx, body, now)
             spent, calls = min(earlier[0] + later[0], COUNTER_MAX), earlier[1] + later[1]
             if calls:  # the ledger makes the counter of a window with none (from zero)
                 await conn.execute(
