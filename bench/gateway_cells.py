@@ -180,7 +180,7 @@ def cell_order(opts: Options) -> list[str]:
         if opts.wait_floors:
             extra.append("pilothouse-wait")
             if opts.postgres is not None:
-                extra.append("pilothouse-pg-roundtrip")
+                extra += ["pilothouse-pg-roundtrip", "pilothouse-pg-durable"]
         names[at:at] = extra
     return names
 

@@ -341,6 +341,7 @@ BUDGET_PAIRS = (
     ("pilothouse-pg", "pilothouse-pg-budgets"),
     ("pilothouse", "pilothouse-wait"),  # the floors (--wait-floors): a wait, no budgets
     ("pilothouse-pg", "pilothouse-pg-roundtrip"),
+    ("pilothouse-pg", "pilothouse-pg-durable"),
 )
 
 

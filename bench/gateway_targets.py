@@ -375,14 +375,21 @@ _timer.start()
 
 
 # Bench-only (gateway_bench.py --wait-floors): Pilothouse without budgets, where every call first
-# waits for one group-committed batch (the ledger writer's machinery) that writes nothing, or that
-# makes one round trip to PostgreSQL and writes nothing: the least that any reservation made
-# before forwarding (a durable write, which needs at least that) can add to a call.
-WAITS = {"pilothouse-wait": "batch", "pilothouse-pg-roundtrip": "roundtrip"}
+# waits for one group-committed batch (the ledger writer's machinery) that writes nothing, that
+# makes one round trip to PostgreSQL and writes nothing, or that inserts one small row per call
+# into a table of its own and commits (one statement, durable as a reservation is): the least
+# that any reservation made before forwarding can add to a call, without and with the durable
+# write a reservation needs.
+WAITS = {
+    "pilothouse-wait": "batch",
+    "pilothouse-pg-roundtrip": "roundtrip",
+    "pilothouse-pg-durable": "durable",
+}
 _WAIT_SITE = """\
 # Bench-only (gateway_bench.py --wait-floors): every call waits for one group-committed batch
-# before it is forwarded; the batch writes nothing ({wait!r}: "roundtrip" sends SELECT 1 to the
-# store's PostgreSQL first).
+# before it is forwarded ({wait!r}: "batch" writes nothing, "roundtrip" sends SELECT 1 to the
+# store's PostgreSQL, "durable" inserts a row per call there and commits).
+import itertools
 import os
 
 import asyncpg
@@ -391,7 +398,9 @@ from pilothouse.budgets.writer import LedgerWriter
 from pilothouse.gateway import calls
 from pilothouse.store.group import GroupCommit
 
-ROUND_TRIP = {wait!r} == "roundtrip"
+WAIT = {wait!r}
+HOLDS = "CREATE TABLE IF NOT EXISTS bench_holds (request_id text PRIMARY KEY)"
+HOLD = "INSERT INTO bench_holds SELECT unnest($1::text[])"
 
 
 class _Wait(GroupCommit):
@@ -400,14 +409,20 @@ class _Wait(GroupCommit):
     conn = None
 
     async def _write(self, items):
-        if ROUND_TRIP:
-            if self.conn is None:
-                url = os.environ["PILOTHOUSE_DATABASE_URL"].replace("+asyncpg", "")
-                self.conn = await asyncpg.connect(url)
+        if WAIT == "batch":
+            return
+        if self.conn is None:
+            url = os.environ["PILOTHOUSE_DATABASE_URL"].replace("+asyncpg", "")
+            self.conn = await asyncpg.connect(url)
+            await self.conn.execute(HOLDS)
+        if WAIT == "roundtrip":
             await self.conn.fetchval("SELECT 1")
+        else:
+            await self.conn.execute(HOLD, items)
 
 
 _waits = []
+_ids = itertools.count()
 _reserve = calls.Gateway._reserve
 
 
@@ -415,7 +430,7 @@ async def _wait_then_reserve(self, call):
     if not _waits:
         _waits.append(_Wait())
         _waits[0].start()
-    await _waits[0].submit(None)
+    await _waits[0].submit(str(next(_ids)))
     await _reserve(self, call)
 
 
@@ -502,6 +517,11 @@ def start_pilothouse(
         what += "; no budgets, every call first waits for a group-committed batch writing nothing"
     elif wait == "roundtrip":
         what += "; no budgets, every call first waits for a batch making one round trip (SELECT 1)"
+    elif wait == "durable":
+        what += (
+            "; no budgets, every call first waits for a batch inserting a row per call and"
+            " committing (one statement)"
+        )
     if gc_freeze:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not marker.exists():
