@@ -4,6 +4,8 @@ past its threshold, and the usage row says so."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from pilothouse.audit.tables import audit_events
 from pilothouse.budgets.alerts import AlertWebhook
@@ -21,6 +23,7 @@ from pilothouse.budgets.tables import budget_alerts, budget_counters, budgets
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.services import Services
 from pilothouse.settings import Settings
+from pilothouse.store.bulk import sqlite_path
 from tests.budgets.test_ledger import add_budget, rows
 from tests.conftest import Api, MutableClock, bearer
 
@@ -99,6 +102,11 @@ async def set_spent(services: Services, budget_id: str, spent: int) -> None:
         )
 
 
+async def set_spent_to(services: Services, spent: int) -> None:
+    async with services.store.write() as conn:
+        await conn.execute(update(budget_counters).values(spent_picos=spent))
+
+
 async def alerts(services: Services) -> list[dict[str, Any]]:
     async with services.store.read() as conn:
         found = await conn.execute(select(budget_alerts).order_by(budget_alerts.c.threshold))
@@ -130,6 +138,33 @@ async def test_each_threshold_fires_once_per_window_and_is_audited(
     clock.moment += timedelta(days=1)  # a new window: its own alerts
     await set_spent(services, budget, 1000)
     assert await services.alerts.check() == 3
+
+
+async def test_a_check_with_nothing_new_to_fire_reads_and_takes_no_write_lock(
+    services: Services, clock: MutableClock
+) -> None:
+    # SQLite's one write lock is the ledger's too: a check every few seconds that took it for
+    # nothing would hold up the ticks of every call.
+    if services.store.dialect != "sqlite":
+        pytest.skip("SQLite's one write lock (PostgreSQL's writers do not queue on one)")
+    assert services.alerts is not None
+    clock.moment = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    budget = await add_budget(services, scope_kind="org", scope_value="", limit_picos=1000)
+    await set_spent(services, budget, 600)
+    assert await services.alerts.check() == 1  # 50%
+    await set_spent_to(services, 700)  # more spent, no new threshold crossed
+    other = sqlite3.connect(sqlite_path(services.store), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        fired = await asyncio.wait_for(services.alerts.check(), timeout=2)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert fired == 0
+    assert services.ledger.book.used_percent(budget) == 70.0  # the share was still read
+    await set_spent_to(services, 850)  # a new threshold: now it writes
+    assert await services.alerts.check() == 1
+    assert [a["threshold"] for a in await alerts(services)] == [50, 80]
 
 
 async def test_alerts_are_posted_in_both_formats_and_retried_until_delivered(

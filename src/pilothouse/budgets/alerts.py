@@ -81,7 +81,11 @@ class Alerts:
         )
 
     async def check(self) -> int:
-        """Record an alert for every threshold crossed in a current window; how many were new."""
+        """Record an alert for every threshold crossed in a current window; how many were new.
+
+        The counters and the alerts already fired are read first: a write transaction (on
+        SQLite the store's one write lock, which the ledger's ticks wait for) is opened only
+        when a threshold was crossed that has no alert yet."""
         now = self._clock.now()
         starts = {w: epoch(window_start(w, now)) for w in Window}
         current = or_(
@@ -90,8 +94,7 @@ class Alerts:
                 for w, start in starts.items()
             )
         )
-        fired = 0
-        async with self._store.write() as conn:
+        async with self._store.read() as conn:
             rows = (
                 (
                     await conn.execute(
@@ -105,46 +108,61 @@ class Alerts:
                 .mappings()
                 .all()
             )
-            used: dict[str, float] = {}
-            for row in rows:
-                limit, spent = int(row["limit_picos"]), int(row["spent_picos"])
-                used[row["id"]] = spent * 100 / limit if limit else 0.0
-                for threshold in _thresholds(row["thresholds"]):
-                    if spent * 100 < threshold * limit:
-                        continue
-                    made = await conn.execute(
-                        self._new_alert.values(
-                            budget_id=row["id"],
-                            window_start=row["window_start"],
-                            threshold=threshold,
-                            org_id=row["org_id"],
-                            spent_picos=spent,
-                            limit_picos=limit,
-                            created_at=now,
-                            attempts=0,
-                            next_attempt_at=now if self._webhooks else None,
-                        )
-                    )
-                    if made.first() is None:
-                        continue  # fired already in this window (here or by another replica)
-                    fired += 1
-                    await chain.append(
-                        conn,
-                        self._clock,
-                        org_id=row["org_id"],
-                        actor=chain.Actor("system", None),
-                        action="budget.threshold_reached",
-                        target_type="budget",
-                        target_id=row["id"],
-                        details={
-                            "threshold": threshold,
-                            "spent_usd": dollars(spent),
-                            "limit_usd": dollars(limit),
-                            "window": row["window"],
-                            "window_start": row["window_start"],
-                        },
-                    )
+            found = await conn.execute(
+                select(
+                    budget_alerts.c.budget_id,
+                    budget_alerts.c.window_start,
+                    budget_alerts.c.threshold,
+                ).where(budget_alerts.c.window_start.in_(set(starts.values())))
+            )
+            fired_before = {(r[0], r[1], r[2]) for r in found}
+        used: dict[str, float] = {}
+        due: list[tuple[Any, int, int, int]] = []  # (row, threshold, spent, limit)
+        for row in rows:
+            limit, spent = int(row["limit_picos"]), int(row["spent_picos"])
+            used[row["id"]] = spent * 100 / limit if limit else 0.0
+            for threshold in _thresholds(row["thresholds"]):
+                crossed = spent * 100 >= threshold * limit
+                if crossed and (row["id"], row["window_start"], threshold) not in fired_before:
+                    due.append((row, threshold, spent, limit))
         self._book.set_used(used)
+        if not due:
+            return 0
+        fired = 0
+        async with self._store.write() as conn:
+            for row, threshold, spent, limit in due:
+                made = await conn.execute(
+                    self._new_alert.values(
+                        budget_id=row["id"],
+                        window_start=row["window_start"],
+                        threshold=threshold,
+                        org_id=row["org_id"],
+                        spent_picos=spent,
+                        limit_picos=limit,
+                        created_at=now,
+                        attempts=0,
+                        next_attempt_at=now if self._webhooks else None,
+                    )
+                )
+                if made.first() is None:
+                    continue  # fired meanwhile by another replica
+                fired += 1
+                await chain.append(
+                    conn,
+                    self._clock,
+                    org_id=row["org_id"],
+                    actor=chain.Actor("system", None),
+                    action="budget.threshold_reached",
+                    target_type="budget",
+                    target_id=row["id"],
+                    details={
+                        "threshold": threshold,
+                        "spent_usd": dollars(spent),
+                        "limit_usd": dollars(limit),
+                        "window": row["window"],
+                        "window_start": row["window_start"],
+                    },
+                )
         return fired
 
     async def deliver(self) -> int:
