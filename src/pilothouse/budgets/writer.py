@@ -602,8 +602,6 @@ def _end_rates(
     row: dict[str, Any] | None, charges: tuple[RateCharge, ...], rates: dict[str, int]
 ) -> None:
     """Settle (None: release) what a call took of its rate limits on the counters."""
-    if not charges:
-        return
     if row is None:
         for rate in charges:
             if rate.key in rates:  # a past minute's counter may be gone
