@@ -87,6 +87,13 @@ class Services:
         if self.alerts is not None:
             self._every("budget alerts", self.settings.alert_check_seconds, self._alert)
 
+    async def usage_settled(self) -> None:
+        """Wait for the usage rows and settlements this replica has queued but not yet
+        written (``Ledger.settle``): a read of usage, spend or budgets then sees every call
+        this replica has answered."""
+        if self.ledger is not None:
+            await self.ledger.settled()
+
     async def close(self) -> None:
         """Stop background work, write what is pending, close connections."""
         # Loops finish the round they are in (a cancelled database call can leave a

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Window, epoch, window_start
-from pilothouse.budgets.reserve import Reservation
+from pilothouse.budgets.reserve import Ask, Reservation
 from pilothouse.budgets.tables import (
     budget_counters,
     budget_reservations,
@@ -28,6 +28,7 @@ from pilothouse.budgets.writer import (
     READ_POSTGRES,
     READ_RATE_COUNTERS_POSTGRES,
     WRITE_POSTGRES,
+    Ended,
     _flags,
     _numbered,
     _numbers,
@@ -36,6 +37,7 @@ from pilothouse.budgets.writer import (
 from pilothouse.errors import BudgetExceeded, StoreUnavailable
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.tables import usage_records
+from pilothouse.gateway.usage_rows import dollars
 from pilothouse.identity.tables import agent_sessions
 from pilothouse.services import Services
 from pilothouse.settings import Settings
@@ -88,6 +90,7 @@ async def add_budget(
 
 async def counter(services: Services, budget_id: str) -> dict[str, int]:
     """The budget's counter in the current window (zeros if there is none)."""
+    await services.usage_settled()  # what the calls already answered queued
     start = epoch(window_start(Window.DAY, services.clock.now()))
     async with services.store.read() as conn:
         row = (
@@ -108,11 +111,13 @@ async def counter(services: Services, budget_id: str) -> dict[str, int]:
 
 
 async def rows(services: Services) -> list[dict[str, Any]]:
+    await services.usage_settled()  # what the calls already answered queued
     async with services.store.read() as conn:
         return [dict(r) for r in (await conn.execute(select(usage_records))).mappings()]
 
 
 async def reservations(services: Services) -> int:
+    await services.usage_settled()  # what the calls already answered queued
     async with services.store.read() as conn:
         return int(await conn.scalar(select(func.count()).select_from(budget_reservations)) or 0)
 
@@ -775,8 +780,91 @@ def settings(database_url: str, tmp_path: Any) -> Settings:
             ModelConfig(alias="demo", deployments=[demo]),
             ModelConfig(alias="claude-*", deployments=[demo]),
             ModelConfig(alias="nowhere", deployments=[anthropic_only]),
+            ModelConfig(
+                alias="slow",
+                deployments=[DeploymentConfig(**{**demo.model_dump(), "latency_ms": 300})],
+            ),
         ],
     )
+
+
+async def test_the_reply_does_not_wait_for_the_settlement_and_reads_of_spend_do(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    # The reservation, durable before forwarding, already counts the call: the client hears
+    # the end while the settlement waits for the store; a read of usage or budgets then waits
+    # for it, so this replica's reads see every call it answered.
+    session = await api.session(project="ledger")
+    key = session["key"]["token"]
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    assert services.ledger is not None
+    writer = services.ledger._writer
+    write, reserved = writer._write, asyncio.Event()
+
+    async def noted(items: list[Any]) -> None:
+        await write(items)
+        if any(isinstance(i, Ask) for i in items):
+            reserved.set()
+
+    writer._write = noted  # type: ignore[method-assign]
+    call = asyncio.create_task(chat(client, key, {**BODY, "model": "slow"}))
+    await asyncio.wait_for(reserved.wait(), timeout=5)  # reserved; the upstream takes 300 ms
+    async with services.store.write() as blocker:  # the store's writes are held up
+        if services.store.dialect == "postgresql":  # (SQLite: by its one write lock)
+            await blocker.execute(select(budget_counters).with_for_update())
+        reply = await asyncio.wait_for(call, timeout=5)
+        assert reply.status_code == 200, reply.text
+        async with services.store.read() as conn:  # not settled yet: reserved, no row
+            assert await conn.scalar(select(func.count()).select_from(usage_records)) == 0
+            assert await conn.scalar(select(func.count()).select_from(budget_reservations)) == 1
+        listed = asyncio.create_task(api.call("GET", "/api/v1/usage"))
+        shown = asyncio.create_task(api.call("GET", f"/api/v1/budgets/{budget}"))
+        await asyncio.sleep(0.3)
+        assert not listed.done() and not shown.done()  # waiting for the settlement
+    usage = (await listed).json()["data"]
+    assert [u["request_id"] for u in usage] == [reply.headers["x-request-id"]]
+    current = (await shown).json()["current"]
+    assert current["spent_usd"] == dollars(ACTUAL) and current["reserved_usd"] == dollars(0)
+    assert await counter(services, budget) == {
+        "spent_picos": ACTUAL,
+        "reserved_picos": 0,
+        "calls": 1,
+    }
+
+
+async def test_a_settlement_that_fails_after_the_reply_leaves_the_call_to_the_sweeper(
+    services: Services, client: httpx.AsyncClient, api: Api, clock: MutableClock
+) -> None:
+    session = await api.session(project="ledger")
+    budget = await add_budget(
+        services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
+    )
+    assert services.ledger is not None
+    writer = services.ledger._writer
+    write = writer._write
+
+    async def failing(items: list[Any]) -> None:
+        if any(isinstance(i, Ended) for i in items):
+            raise StoreUnavailable("the store went away")
+        await write(items)
+
+    writer._write = failing  # type: ignore[method-assign]
+    reply = await chat(client, session["key"]["token"])
+    assert reply.status_code == 200, reply.text  # the client had its answer
+    assert await rows(services) == [] and await reservations(services) == 1
+    writer._write = write  # type: ignore[method-assign]
+    clock.advance(seconds=services.settings.gateway.reservation_ttl_seconds + 1)
+    assert await services.ledger.sweep() == 1  # counted at its worst case, marked estimated
+    [orphan] = await rows(services)
+    assert orphan["request_id"] == reply.headers["x-request-id"]
+    assert orphan["estimated"] == 1 and orphan["cost_picos"] == WORST
+    assert await counter(services, budget) == {
+        "spent_picos": WORST,
+        "reserved_picos": 0,
+        "calls": 1,
+    }
 
 
 async def test_a_call_that_is_never_forwarded_gives_its_reservation_back(

@@ -121,6 +121,10 @@ async def _scenario(cluster: Cluster) -> None:
             return reply.status_code
 
         statuses = await asyncio.gather(*(call(i) for i in range(CALLS)))
+        # A replica's reads wait for the settlements it has queued (a reply does not): once
+        # each has answered one, every call it served is written.
+        for url in cluster.urls:
+            await _ok(http, "GET", f"{url}/api/v1/usage?limit=1", owner)
 
     assert set(statuses) <= {200, 402}, statuses
     served = statuses.count(200)

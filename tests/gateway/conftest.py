@@ -69,6 +69,7 @@ def anthropic_client(http: httpx2.AsyncClient, key: str) -> anthropic.AsyncAnthr
 
 async def usage_rows(services: Services) -> list[dict[str, Any]]:
     """Every usage row, oldest first."""
+    await services.usage_settled()  # what the calls already answered queued
     async with services.store.read() as conn:
         rows = await conn.execute(select(usage_records).order_by(usage_records.c.created_at))
         return [dict(r) for r in rows.mappings()]

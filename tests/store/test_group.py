@@ -69,3 +69,61 @@ async def test_a_caller_made_ready_alongside_the_writer_joins_its_batch() -> Non
     turn the second caller pays for a transaction of its own."""
     assert await _submitted_a_turn_apart(Recording(gather_turns=1)) == [["a", "b"]]
     assert await _submitted_a_turn_apart(Recording(gather_turns=0)) == [["a"], ["b"]]
+
+
+async def test_an_item_nobody_waits_for_rides_with_the_next_batch_or_wakes_the_writer_itself() -> (
+    None
+):
+    writer = Recording(gather_turns=0)
+    writer.lazy_seconds = 0.05
+    writer.start()
+    writer.enqueue("settled")
+    await asyncio.sleep(0)
+    assert writer.written == []  # not a batch of its own at once
+    await writer.submit("reserved")  # the next item waited for takes it along
+    assert writer.written == [["settled", "reserved"]]
+    writer.enqueue("alone")
+    await asyncio.wait_for(writer.drained(), timeout=5)  # a read wakes the writer at once
+    assert writer.written[-1] == ["alone"]
+    writer.enqueue("late")
+    await asyncio.sleep(0.2)  # with nothing else to ride with, it wakes the writer itself
+    assert writer.written[-1] == ["late"]
+    await writer.stop()
+
+
+async def test_drained_waits_for_what_was_queued_before_it_even_when_its_batch_fails() -> None:
+    writer = Gated()
+    writer.start()
+    await asyncio.wait_for(writer.drained(), timeout=5)  # nothing queued: at once
+    writer.enqueue("a")
+    await writer.writing.wait()  # "a" is being written
+    writer.enqueue("b")
+    drained = asyncio.create_task(writer.drained())
+    await asyncio.sleep(0.01)
+    assert not drained.done()  # "a" and "b" are not written yet
+    writer.gate.set()
+    await asyncio.wait_for(drained, timeout=5)
+    assert writer.written == [["a"], ["b"]]
+    await writer.stop()
+
+    failing = Failing()
+    failing.start()
+    failing.enqueue("x")
+    await asyncio.wait_for(failing.drained(), timeout=5)  # failed, logged: not waited forever
+    assert failing.tried == [["x"]]
+    await asyncio.wait_for(failing.submit("y"), timeout=5)  # the writer went on
+    assert failing.tried == [["x"], ["y"]]
+    await failing.stop()
+
+
+class Failing(GroupCommit[str]):
+    """Fails every batch holding ``x``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tried: list[list[str]] = []
+
+    async def _write(self, items: list[str]) -> None:
+        self.tried.append(items)
+        if "x" in items:
+            raise RuntimeError("the store went away")

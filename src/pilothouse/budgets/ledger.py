@@ -60,7 +60,7 @@ from pilothouse.budgets.tables import (
     budgets,
     rate_counters,
 )
-from pilothouse.budgets.writer import LedgerWriter
+from pilothouse.budgets.writer import Ended, LedgerWriter
 from pilothouse.clock import Clock
 from pilothouse.errors import RateLimited
 from pilothouse.gateway.tables import usage_records
@@ -181,6 +181,20 @@ class Ledger:
         raises StoreUnavailable if it could not be written. (The writer's coroutine itself:
         one coroutine less between every call and its write.)"""
         return self._writer.record(row, reservation)
+
+    def settle(self, row: dict[str, Any], reservation: Reservation) -> None:
+        """Queue a call's usage ``row`` and the settlement of its ``reservation`` for the next
+        tick, without waiting for it: the reservation, durable since before the call was
+        forwarded, already counts the call at its worst case, and is what the sweeper settles,
+        marked estimated, if this process dies before the tick commits (invariant 3). If the
+        tick fails, the writer logs it and the reservation is left to the sweeper likewise.
+        ``settled`` waits for it."""
+        self._writer.enqueue(Ended(row, reservation))
+
+    def settled(self) -> Coroutine[Any, Any, None]:
+        """Wait until every usage row and settlement queued here so far has been written (or
+        its tick failed): what a read of this replica's usage or spend waits for first."""
+        return self._writer.drained()
 
     async def reserve(
         self,

@@ -69,6 +69,12 @@ class Reservation:
     rate_charges: tuple[RateCharge, ...] = ()
     limits: tuple[LimitState, ...] = ()
 
+    @property
+    def holds_slot(self) -> bool:
+        """Whether the call holds a slot of a concurrent-calls limit, which its settlement
+        gives back."""
+        return any(c.kind == LimitKind.CONCURRENT for c in self.rate_charges)
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:

@@ -36,6 +36,7 @@ async def list_budgets(
     ] = None,
 ) -> Page[views.BudgetView]:
     """Budgets of the organization, newest first, each with where it stands now."""
+    await svc.usage_settled()
     return await service.list_budgets(
         svc.store, ctx, scope_kind=scope_kind, scope_value=scope_value, limit=limit, cursor=cursor
     )
@@ -54,6 +55,7 @@ async def create_budget(body: views.BudgetCreate, svc: Svc, ctx: Writer) -> view
 @router.get("/budgets/{budget_id}", summary="Show a budget")
 async def get_budget(budget_id: ObjectId, svc: Svc, ctx: Reader) -> views.BudgetView:
     """One budget, with its spend, reservations and forecast in the current window."""
+    await svc.usage_settled()
     return await service.read_budget(svc.store, ctx, budget_id)
 
 

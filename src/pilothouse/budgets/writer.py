@@ -18,8 +18,12 @@ transaction:
 5. writes each changed counter once and inserts the admitted reservations.
 
 Each caller resumes when its tick has committed: a reservation is durable before its call is
-forwarded, and a usage row before the call's end is told to the client (invariant 3). Ending
-calls and reserving new ones in the same transaction costs one commit per tick, not two.
+forwarded (invariant 3). A call that ended settles without waiting (``GroupCommit.enqueue``):
+its reservation already counts it at its worst case, and the sweeper settles it should the
+tick never commit; only a call with no reservation (its usage row is its only record) or
+holding a concurrent-calls slot waits for its row before its end is told to the client (see
+``gateway/calls.py``). Ending calls and reserving new ones in the same transaction costs one
+commit per tick, not two.
 
 The tick is written once, as a generator of statements (``Tick.steps``), and run by either
 engine: on SQLite on the event loop's thread with its own ``sqlite3`` connection (see
@@ -123,6 +127,12 @@ Ending = dict[str, tuple[dict[str, Any] | None, Reservation]]
 ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
 """What a tick's read learns: which reservations still existed, the budget and rate counters."""
 KNOWN_COUNTERS_MAX = 100_000
+# On SQLite a settlement (which nobody waits for) waits this long for a reservation to share a
+# tick with before it wakes the writer itself: each tick costs the event loop's own CPU there
+# (measured: fewer, larger ticks). On PostgreSQL it wakes the writer at once: its tick is then
+# written while the next calls are served, not on their reservations' way (measured: waiting
+# made PostgreSQL's streamed calls slower).
+SQLITE_LAZY_SECONDS = 0.002
 OPTIMISTIC_BACKOFF_MAX = 64
 RACED = "ledger tick raced"  # what the optimistic tick fails with when a counter moved
 S = TypeVar("S")
@@ -650,6 +660,8 @@ class LedgerWriter(GroupCommit[Item]):
         if not self._held.as_is(RESERVATION_COLUMNS):
             raise TypeError("budget_reservations no longer matches RESERVATION_COLUMNS")
         self._writer = OwnWriter(store, "ledger")
+        if self._dialect != "postgresql":
+            self.lazy_seconds = SQLITE_LAZY_SECONDS
         self._known: set[BudgetKey] = set()  # budget counters known to exist
         self.optimism = Optimism()
 

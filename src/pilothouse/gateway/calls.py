@@ -1,7 +1,16 @@
 """One LLM call through the gateway, in the order every endpoint follows:
 
 read -> authenticate -> parse -> resolve the model -> check access -> forward (retries, fallback,
-translation) -> relay -> settle (the usage row, durable) -> finish the reply.
+translation) -> relay -> settle -> finish the reply.
+
+Settling writes the call's usage row. A call with a reservation (budgets or rate limits apply)
+settles it in the same transaction, queued for the ledger's next tick without waiting for it:
+the reservation, durable before the call was forwarded, already counts the call at its worst
+case, and the sweeper settles it, estimated, should this process die first. The reply waits
+for the row to be durable only where the call has no reservation (the row is its only record)
+or holds a slot of a concurrent-calls limit (the slot comes back before the client hears the
+end, on every replica, so a client that calls one at a time is never refused by its own last
+call).
 
 Written against raw ASGI: the hot path does not pay for the admin API's framework layers.
 """
@@ -683,6 +692,10 @@ class Gateway:
     async def _settle(self, call: Call, usage: Usage, status: str, http_status: int) -> None:
         call.finishing = True
         row = usage_row(call, usage, status, http_status, self._svc.clock.now())
-        await self._ledger.record(row, call.reservation)
+        reservation = call.reservation
+        if reservation is None or reservation.holds_slot:
+            await self._ledger.record(row, reservation)
+        else:
+            self._ledger.settle(row, reservation)
         call.settled = True
         self._svc.telemetry.call_finished(call_record(call, row, usage))

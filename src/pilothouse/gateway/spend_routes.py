@@ -77,6 +77,7 @@ async def list_usage(
     Cost is exact: `cost_picos` in pico-dollars (10**12 per dollar) and `cost` in dollars as a
     decimal string.
     """
+    await svc.usage_settled()
     return await usage_rows.list_usage(svc.store, ctx, filters, limit=limit, cursor=cursor)
 
 
@@ -108,4 +109,5 @@ async def spend_report(
     without the label named by `label:<name>`.
     """
     keys = spend.parse_group_by(group_by)
+    await svc.usage_settled()
     return await spend.spend_report(svc.store, ctx, filters, keys, interval, limit=limit)

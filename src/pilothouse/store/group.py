@@ -4,6 +4,10 @@ Under load many callers share one transaction; alone, a caller waits only for it
 ``gather_turns`` turns of the event loop, in which callers made ready alongside it join). A batch
 that fails for any reason fails each of its callers with StoreUnavailable (no caller waits
 forever) and the writer goes on with the next batch. Subclasses say how a batch is written.
+
+An item nobody needs to wait for (``enqueue``) does not wake the writer at once: it rides in
+the batch of the next item that is waited for, or wakes the writer after ``lazy_seconds``;
+``drained`` waits until every item queued before it has been written.
 """
 
 from __future__ import annotations
@@ -31,13 +35,23 @@ class GroupCommit(Generic[T]):
     # and share the batch instead of each paying for a write of their own.
     gather_turns = 0
 
+    # How long an item handed in with ``enqueue`` (which nobody waits for) may wait for an item
+    # that is waited for to wake the writer, and share its batch, before it wakes it itself
+    # (0: it wakes it at once).
+    lazy_seconds = 0.0
+
     def __init__(self, max_batch: int = MAX_BATCH) -> None:
         self._max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        # Each item with its caller's future (None: nobody waits for it).
+        self._pending: list[tuple[T, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
+        self._lazy: asyncio.TimerHandle | None = None
+        self._flushing = False
+        self._flushes = 0  # batches finished, written or failed
+        self._drains: list[tuple[int, asyncio.Future[None]]] = []  # (batches to wait for, ...)
 
     def start(self) -> None:
         """Begin the writer task."""
@@ -54,6 +68,9 @@ class GroupCommit(Generic[T]):
             self._wake.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         while self._pending:
             await self._flush()
         await self._close()
@@ -64,7 +81,6 @@ class GroupCommit(Generic[T]):
             raise StoreUnavailable(f"the {self.name} writer is not running")
         # A caller that goes away (a cancelled request) cancels only its future: the item is
         # written with its batch all the same. If the outcome came first, nobody reads it.
-        # (``_enqueue`` inlined: this runs once or twice for every call.)
         future: asyncio.Future[None] = self._loop.create_future()
         self._pending.append((item, future))
         self._wake.set()
@@ -74,13 +90,39 @@ class GroupCommit(Generic[T]):
             _consume(future)  # cancelled after its outcome came: nobody reads it
             raise
 
+    def enqueue(self, item: T) -> None:
+        """Queue ``item`` without waiting for it: it joins the batch of the next item that is
+        waited for, or after ``lazy_seconds`` wakes the writer itself. A failure is logged by
+        the writer; ``drained`` waits for it."""
+        if self._task is None or self._loop is None:
+            raise StoreUnavailable(f"the {self.name} writer is not running")
+        self._pending.append((item, None))
+        if not self.lazy_seconds:
+            self._wake.set()
+        elif self._lazy is None:
+            self._lazy = self._loop.call_later(self.lazy_seconds, self._wake_lazily)
+
+    async def drained(self) -> None:
+        """Return once every item queued before this call has been written, or its batch has
+        failed (what a read that must see the items handed to ``enqueue`` waits for)."""
+        ahead = len(self._pending)
+        # Batches are taken first in, first out, at most ``max_batch`` items each.
+        target = self._flushes + (1 if self._flushing else 0) + -(-ahead // self._max_batch)
+        if target == self._flushes or self._loop is None:
+            return
+        future = self._loop.create_future()
+        self._drains.append((target, future))
+        if ahead:
+            self._wake.set()
+        await future
+
+    def _wake_lazily(self) -> None:
+        self._lazy = None
+        self._wake.set()
+
     def _enqueue(self, item: T) -> None:
-        """Queue ``item``, which nobody awaits, for the next batch: its outcome is consumed (a
-        failure is logged by the writer). A callback costs a turn of the loop, so ``submit``
-        has none."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
-        self._pending.append((item, future))
+        """Queue ``item``, which nobody awaits, for a batch of its own now."""
+        self._pending.append((item, None))
         self._wake.set()
 
     def _abandoned(self, items: list[T]) -> None:
@@ -105,6 +147,7 @@ class GroupCommit(Generic[T]):
     async def _flush(self) -> None:
         batch = self._pending[: self._max_batch]
         self._pending = self._pending[self._max_batch :]
+        self._flushing = True
         try:
             await self._write([item for item, _ in batch])
         except Exception as exc:  # the writer must outlive any batch, and no caller may hang
@@ -114,17 +157,33 @@ class GroupCommit(Generic[T]):
             else:
                 log.error("%s: batch not written (%d items): %s", self.name, len(batch), exc)
             for _, future in batch:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(exc)
             return
+        finally:
+            self._flushing = False
+            self._flushes += 1
+            if self._drains:
+                self._drained()
         abandoned = []
         for item, future in batch:
+            if future is None:
+                continue
             if future.cancelled():
                 abandoned.append(item)
             elif not future.done():
                 future.set_result(None)
         if abandoned:
             self._abandoned(abandoned)
+
+    def _drained(self) -> None:
+        waiting = []
+        for target, future in self._drains:
+            if target > self._flushes:
+                waiting.append((target, future))
+            elif not future.done():
+                future.set_result(None)
+        self._drains = waiting
 
 
 def _consume(future: asyncio.Future[None]) -> None:
