@@ -127,3 +127,14 @@ class Failing(GroupCommit[str]):
         self.tried.append(items)
         if "x" in items:
             raise RuntimeError("the store went away")
+
+
+async def test_stopping_writes_what_waits_to_ride_with_a_later_batch() -> None:
+    writer = Recording(gather_turns=0)
+    writer.lazy_seconds = 60  # far longer than the test: only stopping can write it
+    writer.start()
+    writer.enqueue("settled")
+    await asyncio.sleep(0)
+    assert writer.written == []
+    await asyncio.wait_for(writer.stop(), timeout=5)
+    assert writer.written == [["settled"]]
