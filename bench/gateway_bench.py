@@ -239,6 +239,7 @@ def measure_all(
                 measured = sorted(rounds[target.name], key=lambda c: c.rps)
                 median = measured[(len(measured) - 1) // 2]
                 median.round_rps = [c.rps for c in rounds[target.name]]
+                median.round_p50_ms = [c.result.p50_ms for c in rounds[target.name]]
                 cells.append(median)
     return cells
 

@@ -33,6 +33,7 @@ class Cell:
     others: list[tuple[str, float]] = field(default_factory=list)
     store_cpu_s: float = 0.0  # PostgreSQL's server processes, over the measured window
     round_rps: list[float] = field(default_factory=list)  # calls/s of each round (--rounds)
+    round_p50_ms: list[float] = field(default_factory=list)  # p50 of each round, in order
 
     @property
     def rps(self) -> float:

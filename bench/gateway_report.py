@@ -8,6 +8,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -349,6 +350,18 @@ def _rounds(cell: Cell) -> str:
     return " ".join(f"{rps:,.0f}" for rps in cell.round_rps)
 
 
+def added_p50(without: Cell, with_: Cell) -> tuple[float, list[float]]:
+    """The p50 ``with_`` adds to ``without``, and what each round added. With rounds, the
+    median of the rounds' differences: the two targets of a round ran one right after the
+    other, so a drift of the machine's speed between rounds cancels out, where the difference
+    of each target's own median round would carry it. Without, the one round's."""
+    pairs = list(zip(without.round_p50_ms, with_.round_p50_ms, strict=False))
+    if len(pairs) < 2:
+        return with_.result.p50_ms - without.result.p50_ms, []
+    each = [b - p for p, b in pairs]
+    return statistics.median(each), each
+
+
 def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
     """What budget enforcement adds: each store with budgets on four scopes against none."""
     index = _index(cells)
@@ -359,7 +372,7 @@ def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
                 p, b = index.get((plain, mode, conc)), index.get((budgeted, mode, conc))
                 if p is None or b is None:
                     continue
-                added = b.result.p50_ms - p.result.p50_ms
+                added, each = added_p50(p, b)
                 mark = ""
                 if conc == TARGET_CONCURRENCY:
                     mark = " " + _mark(added <= BUDGET_TARGET_P50_MS)
@@ -370,7 +383,8 @@ def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
                     f"| {added:+.2f}{mark} | {p.cpu_us_per_call:,.0f} / {b.cpu_us_per_call:,.0f} |"
                 )
                 if opts.rounds > 1:
-                    line += f" {_rounds(p)} / {_rounds(b)} |"
+                    spread = " ".join(f"{a:+.2f}" for a in each)
+                    line += f" {spread} | {_rounds(p)} / {_rounds(b)} |"
                 lines.append(line)
     if not lines:
         return
@@ -378,12 +392,16 @@ def print_budget_cost(cells: Sequence[Cell], opts: Options) -> None:
         f"\n### Budget enforcement (target: at most {BUDGET_TARGET_P50_MS:g} ms added p50 at"
         f" c={TARGET_CONCURRENCY})\n"
     )
-    rounds = " calls/s of each round, without / with |" if opts.rounds > 1 else ""
+    rounds = (
+        " added p50 ms of each round | calls/s of each round, without / with |"
+        if opts.rounds > 1
+        else ""
+    )
     print(
         "| without | with | mode | c | calls/s without | calls/s with | ratio"
         " | p50 ms without / with "
         f"| added p50 ms | CPU µs/call without / with |{rounds}"
     )
-    print("|---|---|---|---:|---:|---:|---:|---|---:|---|" + ("---|" if rounds else ""))
+    print("|---|---|---|---:|---:|---:|---:|---|---:|---|" + ("---|---|" if rounds else ""))
     for line in lines:
         print(line)
