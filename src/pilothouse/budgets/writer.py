@@ -128,10 +128,11 @@ ReadCounters = tuple[list[str], dict[BudgetKey, Counter], dict[str, int]]
 """What a tick's read learns: which reservations still existed, the budget and rate counters."""
 KNOWN_COUNTERS_MAX = 100_000
 # On SQLite a settlement (which nobody waits for) waits this long for a reservation to share a
-# tick with before it wakes the writer itself: each tick costs the event loop's own CPU there
-# (measured: fewer, larger ticks). On PostgreSQL it wakes the writer at once: its tick is then
-# written while the next calls are served, not on their reservations' way (measured: waiting
-# made PostgreSQL's streamed calls slower).
+# tick with before it wakes the writer itself: each tick costs the event loop's own CPU there.
+# On PostgreSQL it wakes the writer at once: its tick is then written while the next calls are
+# served, not on their reservations' way. Both chosen on the gateway bench's runs (one each
+# way, bench/README.md, tenth pass): waiting measured slower on PostgreSQL streamed, faster on
+# SQLite; within the runs' spread, so a weak preference, not a rule.
 SQLITE_LAZY_SECONDS = 0.002
 OPTIMISTIC_BACKOFF_MAX = 64
 RACED = "ledger tick raced"  # what the optimistic tick fails with when a counter moved
