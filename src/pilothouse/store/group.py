@@ -164,7 +164,7 @@ class GroupCommit(Generic[T]):
             self._flushing = False
             self._flushes += 1
             if self._drains:
-                self._drained()
+                self._release_drains()
         abandoned = []
         for item, future in batch:
             if future is None:
@@ -176,7 +176,8 @@ class GroupCommit(Generic[T]):
         if abandoned:
             self._abandoned(abandoned)
 
-    def _drained(self) -> None:
+    def _release_drains(self) -> None:
+        """Resolve the ``drained`` callers whose batches are all finished."""
         waiting = []
         for target, future in self._drains:
             if target > self._flushes:
