@@ -46,6 +46,7 @@ if not __package__:  # run as a file: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import gateway_targets as tg
+from pilothouse.budgets.contexts import CallContext
 from pilothouse.budgets.model import Budget, Enforcement, ScopeKind, Window
 from pilothouse.budgets.tables import budgets
 from pilothouse.services import Services, build_services
@@ -98,14 +99,6 @@ def usage_row(org_id: str, request_id: str) -> dict[str, Any]:
         "latency_ms": 2,
         "created_at": None,
     }
-
-
-# What a reservation keeps of the usage row (as ``gateway.exchange.reserved_row``).
-RESERVED_FIELDS = (
-    *("request_id", "org_id", "session_id", "key_id", "user_id", "team_id", "project"),
-    *("repository", "labels", "skills", "plugins", "client_session", "endpoint"),
-    *("model_alias", "downgraded_from", "stream", "created_at"),
-)
 
 
 async def make_budgets(services: Services) -> tuple[Budget, ...]:
@@ -186,13 +179,14 @@ async def run(
     """What a call does to the store through the ledger: ``rows`` or ``budgets``."""
     ledger = services.ledger
     assert ledger is not None
+    # One principal's calls: its fields made once, as the gateway makes them once per principal.
+    context = CallContext.of_row(usage_row(services.root_org_id, ""))
 
     async def one_call(request_id: str) -> None:
         row = usage_row(services.root_org_id, request_id)
         row["created_at"] = services.clock.now()
         if mode == "budgets":
-            kept = {k: row[k] for k in RESERVED_FIELDS}
-            held = await ledger.reserve(applicable, request_id, 10**9, kept)
+            held = await ledger.reserve(applicable, request_id, 10**9, context)
             ledger.settle(row, held)  # as the gateway settles a call with a reservation
             ledger.forget(request_id)
         else:

@@ -10,10 +10,9 @@ on this machine; elsewhere its CPU prints as nan):
 - ``usage rows``: a tick's usage rows (16 a statement) as one ``jsonb`` parameter, as the
   writer sent them before, against one ``json`` parameter, as it does now;
 - ``budgeted calls``: the optimistic tick (``budgets/writer.py`` ``OPTIMISTIC_POSTGRES``: 8
-  calls admitted on four budgets, the 8 of the tick before settled with their usage rows) as it
-  is, a reservation row per call, against a candidate: one row per tick holding the tick's
-  reservations, deleted once all its calls have ended, each settlement claimed by its usage
-  row's key instead of by deleting a row (not built: what it would save the server).
+  calls admitted on four budgets, the 8 of the tick before settled with their usage rows) with
+  the reservation row as it was before migration 0006, holding its counters and its usage
+  row's fields (about 700 bytes), against the row as it is, naming its context (about 100).
 
     .venv/bin/python bench/ledger_sql_bench.py [--postgres URL] [--rounds 6] [--ticks 1200]
 """
@@ -38,7 +37,7 @@ import orjson
 if not __package__:  # run as a file: make the `bench` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ledger_bench import RESERVED_FIELDS, usage_row
+from bench.ledger_bench import usage_row
 from pilothouse.budgets.reserve import RESERVATION_COLUMNS
 from pilothouse.budgets.writer import OPTIMISTIC_POSTGRES, _flags, _numbers, _texts
 
@@ -47,6 +46,7 @@ ROWS_PER_TICK = 16
 CALLS_PER_TICK = 8
 COUNTERS = [("bud_a", 1764547200), ("bud_b", 1764892800), ("bud_c", 0), ("bud_d", 1764460800)]
 ORG = "org_bench"
+CONTEXT = "ctx_0123456789abcdef0123456789abcdef"  # a context's key: a hash of its JSON
 
 
 def _replaced(sql: str, *changes: tuple[str, str]) -> str:
@@ -58,24 +58,24 @@ def _replaced(sql: str, *changes: tuple[str, str]) -> str:
     return sql
 
 
-# The candidate: one reservation row per tick, ended when its calls all have; a settlement
-# counts only if its usage row was inserted (``used`` returns the rows it inserted).
-CANDIDATE = _replaced(
+# What a reservation row kept of the usage row before migration 0006, and the statement with
+# the table of that shape in place of the store's.
+RESERVED_FIELDS = (
+    *("request_id", "org_id", "session_id", "key_id", "user_id", "team_id", "project"),
+    *("repository", "labels", "skills", "plugins", "client_session", "endpoint"),
+    *("model_alias", "downgraded_from", "stream", "created_at"),
+)
+WIDE = _replaced(
     OPTIMISTIC_POSTGRES,
     (
-        "DELETE FROM budget_reservations WHERE request_id = ANY($1::text::text[]) RETURNING 1",
-        "DELETE FROM reservation_ticks WHERE id = ANY($1::text::text[]) RETURNING 1",
+        "DELETE FROM budget_reservations WHERE",
+        "DELETE FROM reservations_wide WHERE",
     ),
     (
         "INSERT INTO budget_reservations"
-        " SELECT * FROM json_populate_recordset(NULL::budget_reservations, $14::json)"
-        " RETURNING 1",
-        "INSERT INTO reservation_ticks VALUES ($14::text, $19::bigint, $20::text) RETURNING 1",
-    ),
-    ("DO NOTHING),", "DO NOTHING RETURNING 1),"),
-    (
-        "(SELECT count(*) FROM gone) = $15",
-        "(SELECT count(*) FROM gone) = $15 AND (SELECT count(*) FROM used) = $21",
+        " SELECT * FROM json_populate_recordset(NULL::budget_reservations, $14::json)",
+        "INSERT INTO reservations_wide"
+        " SELECT * FROM json_populate_recordset(NULL::reservations_wide, $14::json)",
     ),
 )
 
@@ -126,21 +126,13 @@ class Ticks:
             _flags([]),
         ]
 
-    def rows(self, ticks: int) -> list[list[Any]]:
-        """As the writer sends them: a reservation row per call."""
+    def rows(self, ticks: int, wide: bool) -> list[list[Any]]:
+        """As the writer sends them: a reservation row per call, naming its context (or, with
+        ``wide``, holding its counters and usage fields, as before migration 0006)."""
         made, last = [], []
         for _ in range(ticks):
             new = self._new()
-            held = [
-                dict(
-                    zip(
-                        RESERVATION_COLUMNS,
-                        (i, 10**9, self._charges, "[]", self._kept(i), 1764030000),
-                        strict=True,
-                    )
-                )
-                for i in new
-            ]
+            held = [self._row(i, wide) for i in new]
             made.append(
                 [
                     _texts(sorted(last)),
@@ -156,35 +148,20 @@ class Ticks:
             last = new
         return made
 
-    def per_tick(self, ticks: int) -> list[list[Any]]:
-        """The candidate: the tick's reservations in one row, the last tick's row ended."""
-        made, last = [], []
-        for _ in range(ticks):
-            new = self._new()
-            body = json_text([[i, 10**9, COUNTERS, [], self._kept(i)] for i in new])
-            ended = [last[0]] if last else []
-            made.append(
-                [
-                    _texts(ended),
-                    json_text([usage(i) for i in last]),
-                    *self._counters(len(last)),
-                    new[0],
-                    len(ended),
-                    len(COUNTERS),
-                    0,
-                    1,
-                    1764030000,
-                    body,
-                    len(last),
-                ]
-            )
-            last = new
-        return made
-
-    @staticmethod
-    def _kept(request_id: str) -> str:
-        row = usage(request_id)
-        return json_text({k: row[k] for k in RESERVED_FIELDS})
+    def _row(self, request_id: str, wide: bool) -> dict[str, Any]:
+        if wide:
+            row = usage(request_id)
+            kept = json_text({k: row[k] for k in RESERVED_FIELDS})
+            return {
+                "request_id": request_id,
+                "amount_picos": 10**9,
+                "charges": self._charges,
+                "rate_charges": "[]",
+                "usage_row": kept,
+                "expires_at": 1764030000,
+            }
+        values = (request_id, 10**9, CONTEXT, "[]", 1764029880123456, 1764030000)
+        return dict(zip(RESERVATION_COLUMNS, values, strict=True))
 
 
 def usage_batches(ticks: int, ids: count[int]) -> list[list[Any]]:
@@ -201,8 +178,9 @@ async def setup(conn: asyncpg.Connection) -> None:
     for table in ("usage_records", "budget_reservations", "budget_counters", "rate_counters"):
         await conn.execute(f"CREATE TABLE {table} (LIKE public.{table} INCLUDING ALL)")
     await conn.execute(
-        "CREATE TABLE reservation_ticks (id text PRIMARY KEY, expires_at bigint NOT NULL,"
-        " body text NOT NULL)"
+        "CREATE TABLE reservations_wide (request_id varchar(64) PRIMARY KEY,"
+        " amount_picos bigint NOT NULL, charges text NOT NULL, rate_charges text NOT NULL,"
+        " usage_row text NOT NULL, expires_at bigint NOT NULL)"
     )
     await conn.executemany("INSERT INTO budget_counters VALUES ($1, $2, 0, 0, 0)", COUNTERS)
     await conn.execute("SET enable_seqscan = off")  # as the writer's connection (KEYED_ONLY)
@@ -224,7 +202,7 @@ async def compare(
             for params in work:
                 await conn.fetch(sql, *params)
             found[name].append((server_cpu(pid) - before) / (len(work) * per) * 1e6)
-        for table in ("usage_records", "budget_reservations", "reservation_ticks"):
+        for table in ("usage_records", "budget_reservations", "reservations_wide"):
             await conn.execute(f"TRUNCATE {table}")
         await conn.execute("VACUUM ANALYZE")
     return found
@@ -264,13 +242,13 @@ async def main(opts: argparse.Namespace) -> int:
         report(f"usage rows, {ROWS_PER_TICK} a statement", "row", found)
         ticks = Ticks()
         calls = {
-            "a reservation row per call (now)": (
-                OPTIMISTIC_POSTGRES,
-                lambda: ticks.rows(opts.ticks),
+            "a reservation row with its counters and usage fields (before 0006)": (
+                WIDE,
+                lambda: ticks.rows(opts.ticks, wide=True),
             ),
-            "a reservation row per tick (candidate)": (
-                CANDIDATE,
-                lambda: ticks.per_tick(opts.ticks),
+            "a reservation row naming its context (now)": (
+                OPTIMISTIC_POSTGRES,
+                lambda: ticks.rows(opts.ticks, wide=False),
             ),
         }
         found = await compare(conn, pid, calls, CALLS_PER_TICK, opts.rounds)

@@ -25,8 +25,8 @@ def test_the_ledger_sql_bench_runs_the_writer_s_statements(
     assert shapes == [
         "| jsonb (before)",
         "| json (now)",
-        "| a reservation row per call (now)",
-        "| a reservation row per tick (candidate)",
+        "| a reservation row with its counters and usage fields (before 0006)",
+        "| a reservation row naming its context (now)",
     ]
 
 

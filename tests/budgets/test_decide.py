@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pilothouse.budgets.contexts import Context
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Enforcement, ScopeKind, Window
 from pilothouse.budgets.reserve import Ask, BudgetKey, Counter, RateAsk, Reservation, decide
@@ -20,12 +21,13 @@ ORG = Budget("bud_o", "org_1", "org", ScopeKind.ORG, "", Window.DAY, 1500, Enfor
 SOFT = Budget("bud_s", "org_1", "soft", ScopeKind.ORG, "", Window.DAY, 1, Enforcement.SOFT)
 BOTH = [(ORG, ("bud_o", 0)), (PROJECT, ("bud_p", 0)), (SOFT, ("bud_s", 0))]
 ORG_ONLY = [(ORG, ("bud_o", 0))]
+CONTEXT = Context("ctx_test", "{}")  # deciding does not read it
 
 
 def ask(request_id: str, charged: list[tuple[Budget, BudgetKey]], amount: int) -> Ask:
     keys = tuple(key for _, key in charged)
     held = Reservation(request_id, amount, keys)
-    return Ask(request_id, amount, charged, [], (), NOW, held)
+    return Ask(request_id, amount, charged, [], (), NOW, held, CONTEXT)
 
 
 def counters(org: int = 0, project: int = 0) -> dict[BudgetKey, Counter]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from pilothouse.budgets.contexts import CallContext
 from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Window, epoch, window_start
@@ -417,7 +418,7 @@ async def test_settling_twice_counts_once(services: Services, api: Api) -> None:
         await services.authenticator.authenticate(bearer(session["key"]["token"]))
     )
     row = await _usage_row(services, "req_twice", cost=777)
-    reservation = await services.ledger.reserve(applicable, "req_twice", 1000, row)
+    reservation = await services.ledger.reserve(applicable, "req_twice", 1000, of(row))
     assert await counter(services, budget) == {"spent_picos": 0, "reserved_picos": 1000, "calls": 0}
     await services.ledger.record(row, reservation)
     await services.ledger.record(row, reservation)
@@ -433,10 +434,10 @@ async def test_a_request_id_reserved_twice_fails_its_tick_and_changes_nothing(
     (a reservation with no row could never be swept)."""
     ledger, budget, applicable = await _project_budget(services, api, PICOS)
     row = await _usage_row(services, "req_again", cost=777)
-    await ledger.reserve(applicable, "req_again", 1000, row)
+    await ledger.reserve(applicable, "req_again", 1000, of(row))
     before = await counter(services, budget)
     with pytest.raises(StoreUnavailable):
-        await ledger.reserve(applicable, "req_again", 2000, row)
+        await ledger.reserve(applicable, "req_again", 2000, of(row))
     assert before == {"spent_picos": 0, "reserved_picos": 1000, "calls": 0}
     assert await counter(services, budget) == before
     assert await reservations(services) == 1
@@ -457,7 +458,7 @@ async def test_calls_admitted_together_each_see_the_rate_counter_as_they_left_it
     rpm = [LimitHit(LimitKind.RPM, "project:ledger", 100)]
 
     async def reserve(request_id: str, row: dict[str, Any]) -> Reservation:
-        return await ledger.reserve(applicable, request_id, 10, row, rpm, 1)
+        return await ledger.reserve(applicable, request_id, 10, of(row), rpm, 1)
 
     for request_id in ("req_w1", "req_w2", "req_w3"):  # the counter exists, misses are over
         await reserve(request_id, await _usage_row(services, request_id, 0))
@@ -480,10 +481,10 @@ async def test_a_long_call_whose_minute_was_cleaned_up_settles_in_one_statement(
     rpm = [LimitHit(LimitKind.RPM, "project:ledger", 100)]
     for request_id in ("req_w1", "req_w2", "req_w3"):  # the counters exist, misses are over
         await ledger.reserve(
-            applicable, request_id, 10, await _usage_row(services, request_id, 0), rpm, 1
+            applicable, request_id, 10, of(await _usage_row(services, request_id, 0)), rpm, 1
         )
     row = await _usage_row(services, "req_long", 7)
-    held = await ledger.reserve(applicable, "req_long", 10, row, rpm, 1)
+    held = await ledger.reserve(applicable, "req_long", 10, of(row), rpm, 1)
     async with services.store.write() as conn:  # the sweeper's clean-up of past minutes
         await conn.execute(rate_counters.delete())
     misses = ledger._writer.optimism.misses
@@ -507,14 +508,14 @@ async def test_a_call_another_replica_s_reservation_leaves_no_room_for_is_refuse
     try:
         for writer, request_id in ((ledger, "req_a1"), (ledger, "req_a2"), (other, "req_b1")):
             await writer.reserve(
-                applicable, request_id, 1000, await _usage_row(services, request_id, 0)
+                applicable, request_id, 1000, of(await _usage_row(services, request_id, 0))
             )
         optimism = ledger._writer.optimism
         # a1 found no counter for the window (the locking way made it; a2 went that way too)
         assert (optimism.hits, optimism.misses) == (0, 1)
         with pytest.raises(BudgetExceeded):  # 3000 reserved by both replicas: 1000 more is over
             await ledger.reserve(
-                applicable, "req_a3", 1000, await _usage_row(services, "req_a3", 0)
+                applicable, "req_a3", 1000, of(await _usage_row(services, "req_a3", 0))
             )
         assert optimism.misses == 2
         assert await counter(services, budget) == {
@@ -598,15 +599,15 @@ async def test_a_call_ending_frees_room_for_a_call_reserved_in_the_same_transact
     settlement gives back is there for the call queued alongside it."""
     ledger, budget, applicable = await _project_budget(services, api, 1000)
     first = await _usage_row(services, "req_first", cost=100)
-    held = await ledger.reserve(applicable, "req_first", 900, first)
+    held = await ledger.reserve(applicable, "req_first", 900, of(first))
     with pytest.raises(BudgetExceeded):  # alone, the second call does not fit
         await ledger.reserve(
-            applicable, "req_early", 800, await _usage_row(services, "req_early", 0)
+            applicable, "req_early", 800, of(await _usage_row(services, "req_early", 0))
         )
     second = await _usage_row(services, "req_second", 0)
     ticks = count_ticks(ledger)
     _, reservation = await asyncio.gather(
-        ledger.record(first, held), ledger.reserve(applicable, "req_second", 800, second)
+        ledger.record(first, held), ledger.reserve(applicable, "req_second", 800, of(second))
     )
     assert ticks == [2]  # both in one transaction
     assert reservation.amount_picos == 800
@@ -625,8 +626,8 @@ async def test_a_settlement_made_twice_in_a_tick_with_others_counts_once_and_the
     ledger, budget, applicable = await _project_budget(services, api, PICOS)
     once = await _usage_row(services, "req_once", cost=100)
     twice = await _usage_row(services, "req_twice", cost=200)
-    held_once = await ledger.reserve(applicable, "req_once", 1000, once)
-    held_twice = await ledger.reserve(applicable, "req_twice", 1000, twice)
+    held_once = await ledger.reserve(applicable, "req_once", 1000, of(once))
+    held_twice = await ledger.reserve(applicable, "req_twice", 1000, of(twice))
     await ledger.record(twice, held_twice)
     ticks = count_ticks(ledger)
     await asyncio.gather(ledger.record(once, held_once), ledger.record(twice, held_twice))
@@ -660,7 +661,7 @@ async def test_one_tick_of_calls_charged_to_different_budgets_moves_each_counter
         request_id: str, charged: tuple[Budget, ...], amount: int, limits: tuple[LimitHit, ...] = ()
     ) -> tuple[dict[str, Any], Reservation]:
         row = await _usage_row(services, request_id, amount // 10)
-        return row, await ledger.reserve(charged, request_id, amount, row, limits, 50)
+        return row, await ledger.reserve(charged, request_id, amount, of(row), limits, 50)
 
     await reserve("req_w1", both, 10)
     d = await reserve("req_d", both, 70, tpm)
@@ -675,8 +676,8 @@ async def test_one_tick_of_calls_charged_to_different_budgets_moves_each_counter
         ledger.record(*b),
         ledger.release(c[1]),
         ledger.record(*d),
-        ledger.reserve(both, "req_e", 200, e),
-        ledger.reserve(org_only, "req_f", 60, f),
+        ledger.reserve(both, "req_e", 200, of(e)),
+        ledger.reserve(org_only, "req_f", 60, of(f)),
     )
     assert ticks == [6]
     if services.store.dialect == "postgresql":
@@ -720,7 +721,7 @@ async def test_a_call_cancelled_while_its_reservation_is_decided_gives_it_back(
     expire and be swept as if it had been spent)."""
     ledger, budget, applicable = await _project_budget(services, api, PICOS)
     row = await _usage_row(services, "req_gone", 0)
-    call = asyncio.create_task(ledger.reserve(applicable, "req_gone", 500, row))
+    call = asyncio.create_task(ledger.reserve(applicable, "req_gone", 500, of(row)))
     await asyncio.sleep(0)  # its reservation is queued
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -746,7 +747,7 @@ async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost
         await services.authenticator.authenticate(bearer(session["key"]["token"]))
     )
     row = await _usage_row(services, "req_orphan", cost=0)
-    reservation = await services.ledger.reserve(applicable, "req_orphan", 5000, row)
+    reservation = await services.ledger.reserve(applicable, "req_orphan", 5000, of(row))
     assert await services.ledger.sweep() == 0  # not expired yet
     clock.advance(seconds=services.settings.gateway.reservation_ttl_seconds + 1)
     assert await services.ledger.sweep() == 1
@@ -929,6 +930,11 @@ def count_ticks(ledger: Ledger) -> list[int]:
     return ticks
 
 
+def of(row: dict[str, Any]) -> CallContext:
+    """What a reservation keeps of the call whose usage row is ``row``."""
+    return CallContext.of_row(row)
+
+
 async def _usage_row(services: Services, request_id: str, cost: int) -> dict[str, Any]:
     """A usage row as the gateway writes it, for a session call."""
     return {
@@ -984,8 +990,8 @@ async def test_a_live_call_keeps_its_reservation_and_a_dead_one_is_swept(
         await services.authenticator.authenticate(bearer(session["key"]["token"]))
     )
     ttl = services.settings.gateway.reservation_ttl_seconds
-    await ledger.reserve(applicable, "req_live", 10, await _usage_row(services, "req_live", 0))
-    await ledger.reserve(applicable, "req_dead", 10, await _usage_row(services, "req_dead", 0))
+    await ledger.reserve(applicable, "req_live", 10, of(await _usage_row(services, "req_live", 0)))
+    await ledger.reserve(applicable, "req_dead", 10, of(await _usage_row(services, "req_dead", 0)))
     ledger.forget("req_dead")  # as if its process had stopped renewing it
     clock.advance(seconds=ttl * 0.9)
     assert await ledger.keep_alive() == 1

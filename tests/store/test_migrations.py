@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 
+from pilothouse.budgets.contexts import created_at, read
 from pilothouse.store import migrate
 from pilothouse.store.engine import Store
 from pilothouse.store.schema import metadata
@@ -126,3 +128,47 @@ async def test_reservations_in_flight_survive_the_narrowing_both_ways(store: Sto
     assert back[0] == org
     expires = back[1] if isinstance(back[1], datetime) else datetime.fromisoformat(back[1])
     assert expires.replace(tzinfo=UTC) == datetime(2026, 11, 24, 12, 30, 5, tzinfo=UTC)
+
+
+async def test_reservations_in_flight_get_a_context_and_give_it_back(store: Store) -> None:
+    """0006 moves a reservation's counters and usage-row fields into a context the row names
+    (its time kept to the microsecond), and back."""
+    await migrate.upgrade(store, "0005")
+    held = {
+        "request_id": "req_ctx",
+        "org_id": "org_mig",
+        "session_id": "ses_1",
+        "project": "ledger",
+        "endpoint": "/v1/messages",
+        "model_alias": "claude-x",
+        "stream": 1,
+        "created_at": "2026-12-06T09:00:00.250000+00:00",
+    }
+    charges = [["bud_1", 1764979200], ["bud_2", 0]]
+    async with store.write() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO budget_reservations (request_id, amount_picos, charges,"
+                " rate_charges, usage_row, expires_at)"
+                " VALUES ('req_ctx', 9, :charges, '[]', :row, 1795523405)"
+            ),
+            {"charges": json.dumps(charges), "row": json.dumps(held)},
+        )
+    await migrate.upgrade(store)
+    async with store.read() as conn:
+        row = (await conn.execute(text("SELECT * FROM budget_reservations"))).mappings().one()
+        body = await conn.scalar(
+            text("SELECT body FROM budget_contexts WHERE id = :id"), {"id": row["context_id"]}
+        )
+    assert (row["request_id"], row["amount_picos"], row["expires_at"]) == ("req_ctx", 9, 1795523405)
+    assert created_at(row["created_us"]) == datetime(2026, 12, 6, 9, 0, 0, 250_000, tzinfo=UTC)
+    kept, fields = read(body)
+    assert kept == [("bud_1", 1764979200), ("bud_2", 0)]
+    assert fields == {k: v for k, v in held.items() if k not in ("request_id", "created_at")}
+    await migrate.downgrade(store, "0005")
+    async with store.read() as conn:
+        back = (
+            await conn.execute(text("SELECT charges, usage_row FROM budget_reservations"))
+        ).one()
+    assert json.loads(back[0]) == charges
+    assert json.loads(back[1]) == held

@@ -4,8 +4,9 @@
   charged to, the counter of the current window is created if missing and its reserved amount
   raised by the call's worst-case cost; for a hard budget only if spent + reserved + this stays
   within the limit; every rate limit likewise takes its slot. If any refuses, the call changes
-  nothing. The reservation row (the amount, the counters it went to, the usage row a sweeper
-  would write) commits with it.
+  nothing. The reservation row (the amount, the time, and its context: the counters it went
+  to and what the usage row a sweeper would write says of the call, kept once for the calls
+  alike: ``budgets/contexts.py``) commits with it.
 - **Settle** (the usage row's own transaction): the reservation row is deleted, and only if it
   still existed does each counter's reserved amount go down by the reservation and its spent
   amount up by the actual cost, so settling twice, or after the sweeper, changes nothing
@@ -28,14 +29,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pilothouse.budgets.contexts import KEEP_SECONDS, CallContext, Contexts, created_at, read
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
     Budget,
@@ -55,6 +58,7 @@ from pilothouse.budgets.reserve import (
     Reservation,
 )
 from pilothouse.budgets.tables import (
+    budget_contexts,
     budget_counters,
     budget_reservations,
     budgets,
@@ -71,16 +75,15 @@ from pilothouse.store.notify import ALL, Invalidations
 
 log = logging.getLogger(__name__)
 
-Charged = tuple[list[tuple[Budget, BudgetKey]], tuple[BudgetKey, ...], str]
-"""A call's budgets with the counter each goes to, the counters, and the counters as JSON."""
+Charged = tuple[list[tuple[Budget, BudgetKey]], tuple[BudgetKey, ...]]
+"""A call's budgets with the counter each goes to, and the counters."""
 
 SWEEP_BATCH = 500
-# An orphaned call's usage row: what its reservation does not say (it kept the attribution,
-# the model asked for and the time; see ``gateway.exchange.reserved_row``).
+# An orphaned call's usage row: what its reservation does not say (its context kept the
+# attribution and the call's shape, the row the time; see ``budgets.contexts.CallContext``).
 ORPHANED_ROW: dict[str, Any] = {
     "deployment": None,
     "upstream_model": None,
-    "stream": 0,
     "input_tokens": 0,
     "output_tokens": 0,
     "cache_read_tokens": 0,
@@ -162,6 +165,7 @@ class Ledger:
         self._ttl = math.ceil(reservation_ttl_seconds)  # whole seconds, as the row keeps it
         self._live: set[str] = set()  # reservations of calls in flight here: kept alive
         self._charged: IdentityMemo[tuple[dict[Window, int], Charged]] = IdentityMemo()
+        self._contexts = Contexts()
         self._writer = LedgerWriter(store)
         self._postgres = store.dialect == "postgresql"
 
@@ -201,14 +205,15 @@ class Ledger:
         applicable: Sequence[Budget],
         request_id: str,
         amount_picos: int,
-        usage_row: Mapping[str, Any],
+        call: CallContext,
         limits: Sequence[LimitHit] = (),
         tokens: int = 0,
         now: datetime | None = None,
     ) -> Reservation:
         """Take a slot of every rate limit in ``limits`` (``tokens`` of each per-minute token
         limit) and reserve ``amount_picos`` on every budget in ``applicable``, at once, durably
-        (group-committed with the calls that arrive alongside: ``budgets/reserve.py``).
+        (group-committed with the calls that arrive alongside: ``budgets/reserve.py``), with
+        what the sweeper needs to write the call's usage row (``call``, kept as a context).
 
         Raises RateLimited or BudgetExceeded (with the numbers of the first limit or hard budget
         that refuses) and changes nothing if any would be exceeded. ``now`` (the clock's by
@@ -217,27 +222,28 @@ class Ledger:
         if now is None:
             now = self._clock.now()
         starts, minute, seconds = window_epochs(now)
-        budgets_asked, charges, charges_json = self._charges(applicable, starts)
+        budgets_asked, charges = self._charges(applicable, starts)
+        context = self._contexts.of(call, charges)
         rates: list[RateAsk] = []
         rate_charges: tuple[RateCharge, ...] = ()
         rate_json = "[]"
         if limits:
-            rates = _rate_asks(limits, usage_row["org_id"], minute, tokens)
+            rates = _rate_asks(limits, call.fields["org_id"], minute, tokens)
             rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
             rate_json = orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
-        # The budget_reservations row (orjson: made for every call; the usage row's timestamp
-        # is ISO 8601). SQLite binds it as it is, a tuple in the table's column order
-        # (``RESERVATION_COLUMNS``); PostgreSQL reads it from a JSON object, made here in one
-        # go, so that a tick only joins its calls' objects.
+        # The budget_reservations row. SQLite binds it as it is, a tuple in the table's column
+        # order (``RESERVATION_COLUMNS``); PostgreSQL reads it from a JSON object, made here in
+        # one go, so that a tick only joins its calls' objects.
+        created_us = seconds * 1_000_000 + now.microsecond
         row: tuple[Any, ...] | str
         if self._postgres:
             row = orjson.dumps(
                 {
                     "request_id": request_id,
                     "amount_picos": amount_picos,
-                    "charges": orjson.Fragment(charges_json),
+                    "context_id": context.id,
                     "rate_charges": orjson.Fragment(rate_json),
-                    "usage_row": usage_row,  # the text column takes the object's JSON text
+                    "created_us": created_us,
                     "expires_at": seconds + self._ttl,
                 }
             ).decode()
@@ -245,13 +251,13 @@ class Ledger:
             row = (
                 request_id,
                 amount_picos,
-                charges_json,
+                context.id,
                 rate_json,
-                orjson.dumps(usage_row).decode(),
+                created_us,
                 seconds + self._ttl,
             )
         held = Reservation(request_id, amount_picos, charges, rate_charges)
-        ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held)
+        ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held, context)
         await self._writer.reserve(ask)  # a caller gone meanwhile: the writer releases it
         if ask.refusal is not None:
             raise ask.refusal
@@ -265,15 +271,15 @@ class Ledger:
         return Reservation(request_id, amount_picos, charges, rate_charges, states)
 
     def _charges(self, applicable: Sequence[Budget], starts: dict[Window, int]) -> Charged:
-        """The counters a call charged to ``applicable`` goes to in the windows ``starts``
-        (in id order, the order they are locked in), and as the reservation row keeps them.
-        Worked out once per set of budgets and UTC day (``window_epochs`` keeps ``starts``)."""
+        """The counters a call charged to ``applicable`` goes to in the windows ``starts`` (in
+        id order, the order they are locked in), with their budgets. Worked out once per set
+        of budgets and UTC day (``window_epochs`` keeps ``starts``): the tuple of counters is
+        then one object, which a tick and the contexts key on."""
         found = self._charged.get(applicable)
         if found is not None and found[0] is starts:
             return found[1]
         asked = [(b, (b.id, starts[b.window])) for b in sorted(applicable, key=_by_id)]
-        charges = tuple(key for _, key in asked)
-        worked = (asked, charges, orjson.dumps(charges).decode())
+        worked = (asked, tuple(key for _, key in asked))
         self._charged.put(applicable, (starts, worked))
         return worked
 
@@ -303,51 +309,39 @@ class Ledger:
 
     async def sweep(self) -> int:
         """Settle every expired reservation at its reserved amount; how many were settled.
+        Then delete the contexts no reservation names that no writer has written for a day.
 
         Counters are changed once each, budget counters before rate counters, each in key
         order: the order the ledger writer locks them in, so the two never deadlock."""
         now = self._clock.now()
+        moment = epoch(now)
         async with self._store.write() as conn:
-            expired = select(budget_reservations.c.request_id).where(
-                budget_reservations.c.expires_at < epoch(now)
-            )
-            if self._store.dialect == "postgresql":  # replicas sweep side by side
-                expired = expired.with_for_update(skip_locked=True)
-            expired = expired.limit(SWEEP_BATCH)
-            rows = (
-                await conn.execute(
-                    delete(budget_reservations)
-                    .where(budget_reservations.c.request_id.in_(expired.scalar_subquery()))
-                    .returning(
-                        budget_reservations.c.request_id,
-                        budget_reservations.c.amount_picos,
-                        budget_reservations.c.charges,
-                        budget_reservations.c.rate_charges,
-                        budget_reservations.c.usage_row,
-                    )
-                )
-            ).all()
+            found = await self._expired(conn, moment)
             spent: dict[tuple[str, int], list[int]] = {}
             slots: dict[str, int] = {}
             orphans = []
-            for request_id, amount, charges, rate_json, usage_json in rows:
-                for budget_id, start in json.loads(charges):
-                    counter = spent.setdefault((budget_id, start), [0, 0])
+            for request_id, amount, rate_json, created_us, body in found:
+                charges, fields = read(body)
+                for key in charges:
+                    counter = spent.setdefault(key, [0, 0])
                     counter[0] += amount
                     counter[1] += 1
-                for key, _taken, kind in json.loads(rate_json):
+                for rate_key, _taken, kind in json.loads(rate_json):
                     if kind == LimitKind.CONCURRENT:  # its slot; tokens stay as reserved
-                        slots[key] = slots.get(key, 0) + 1
-                row = {**ORPHANED_ROW, **_from_jsonable(json.loads(usage_json))}
-                row.update(
-                    request_id=request_id,
-                    cost_picos=int(amount),
-                    status="orphaned",
-                    estimated=1,
-                    error="the process serving this call stopped before it finished;"
-                    " settled at its reserved cost",
+                        slots[rate_key] = slots.get(rate_key, 0) + 1
+                orphans.append(
+                    {
+                        **ORPHANED_ROW,
+                        **fields,
+                        "request_id": request_id,
+                        "cost_picos": int(amount),
+                        "status": "orphaned",
+                        "estimated": 1,
+                        "error": "the process serving this call stopped before it finished;"
+                        " settled at its reserved cost",
+                        "created_at": created_at(int(created_us)),
+                    }
                 )
-                orphans.append(row)
             for (budget_id, start), (amount, calls) in sorted(spent.items()):
                 await conn.execute(
                     update(budget_counters)
@@ -361,19 +355,60 @@ class Ledger:
                         calls=budget_counters.c.calls + calls,
                     )
                 )
-            for key, count in sorted(slots.items()):
+            for rate_key, count in sorted(slots.items()):
                 await conn.execute(
                     update(rate_counters)
-                    .where(rate_counters.c.key == key)
+                    .where(rate_counters.c.key == rate_key)
                     .values(count=rate_counters.c.count - count)
                 )
-            await conn.execute(delete(rate_counters).where(rate_counters.c.expires_at < epoch(now)))
+            await conn.execute(delete(rate_counters).where(rate_counters.c.expires_at < moment))
             if orphans:
-                insert = postgresql.insert if self._store.dialect == "postgresql" else sqlite.insert
+                insert = postgresql.insert if self._postgres else sqlite.insert
                 await conn.execute(insert(usage_records).on_conflict_do_nothing(), orphans)
-        if rows:
-            log.warning("settled %d orphaned reservations at their reserved cost", len(rows))
-        return len(rows)
+            await conn.execute(
+                delete(budget_contexts).where(
+                    budget_contexts.c.seen_at < moment - KEEP_SECONDS,
+                    budget_contexts.c.id.not_in(select(budget_reservations.c.context_id)),
+                )
+            )
+        if found:
+            log.warning("settled %d orphaned reservations at their reserved cost", len(found))
+        return len(found)
+
+    async def _expired(self, conn: AsyncConnection, moment: int) -> list[Any]:
+        """Take (delete) up to ``SWEEP_BATCH`` expired reservations, each with its context's
+        JSON. One whose context is missing, which the sweeper's own rules never allow, is left
+        in place, still counted at its worst case, and logged: without its context its
+        counters are not known."""
+        r = budget_reservations.c
+        expired = select(r.request_id, r.amount_picos, r.rate_charges, r.created_us, r.context_id)
+        expired = expired.where(r.expires_at < moment).limit(SWEEP_BATCH)
+        if self._postgres:  # replicas sweep side by side
+            expired = expired.with_for_update(skip_locked=True)
+        taken = (await conn.execute(expired)).all()
+        if not taken:
+            return []
+        bodies = dict(
+            (
+                await conn.execute(
+                    select(budget_contexts.c.id, budget_contexts.c.body).where(
+                        budget_contexts.c.id.in_({row[4] for row in taken})
+                    )
+                )
+            ).all()
+        )
+        found = [(*row[:4], bodies[row[4]]) for row in taken if row[4] in bodies]
+        if len(found) < len(taken):
+            log.error(
+                "%d expired reservations name a context that is gone; left counted at their"
+                " reserved cost",
+                len(taken) - len(found),
+            )
+        if found:
+            await conn.execute(
+                delete(budget_reservations).where(r.request_id.in_([row[0] for row in found]))
+            )
+        return found
 
 
 def _by_id(budget: Budget) -> str:
@@ -392,13 +427,6 @@ def _rate_asks(limits: Sequence[LimitHit], org_id: str, minute: int, tokens: int
             key = f"{org_id}|{hit.kind}|{hit.scope}|{minute}"
             rates.append(RateAsk(hit, key, amount, minute + 120, minute + 60))
     return rates
-
-
-def _from_jsonable(raw: dict[str, Any]) -> dict[str, Any]:
-    created = raw.get("created_at")
-    if isinstance(created, str):
-        raw["created_at"] = datetime.fromisoformat(created)
-    return raw
 
 
 _HEADER_SUFFIX = {LimitKind.RPM: "requests", LimitKind.TPM: "tokens"}

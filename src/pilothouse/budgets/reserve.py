@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Enforcement, window_end
 from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited
 from pilothouse.gateway.usage_rows import dollars
+
+if TYPE_CHECKING:
+    from pilothouse.budgets.contexts import Context
 
 PICOS_PER_USD = 10**12
 BudgetKey = tuple[str, int]  # (budget id, window start)
@@ -25,9 +28,9 @@ BudgetKey = tuple[str, int]  # (budget id, window start)
 RESERVATION_COLUMNS = (
     "request_id",
     "amount_picos",
-    "charges",
+    "context_id",
     "rate_charges",
-    "usage_row",
+    "created_us",
     "expires_at",
 )
 Counter = list[int]  # a budget counter as read and changed: [spent, reserved, calls]
@@ -148,6 +151,7 @@ class Ask:
     row: tuple[Any, ...] | str
     now: datetime
     held: Reservation  # what to settle or release if admitted
+    context: Context  # the row's context, which the tick writes if the writer has not yet
     counts: list[int] = field(default_factory=list)  # each rate counter once admitted
     refusal: PilothouseError | None = None
 

@@ -52,21 +52,36 @@ budget_counters = Table(
     Column("calls", Integer, nullable=False, default=0),
 )
 
+budget_contexts = Table(
+    "budget_contexts",
+    metadata,
+    # What the reservations of calls alike share (``budgets/contexts.py``): the counters they
+    # go to and their usage rows' attribution and shape, as JSON, keyed by its hash.
+    Column("id", String(40), primary_key=True),
+    Column("body", Text, nullable=False),
+    # Epoch seconds a writer last wrote it (at most an hour apart while calls use it); the
+    # sweeper deletes one no reservation names that is a day old.
+    Column("seen_at", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 budget_reservations = Table(
     "budget_reservations",
     metadata,
-    # One per admitted call with a budget on any of its scopes; settling deletes it. Written
-    # and deleted once a call: kept narrow (no foreign key to check, no timestamp to format,
-    # no index besides the key; on SQLite the key holds the row).
+    # One per admitted call with a budget or rate limit on any of its scopes; settling deletes
+    # it. Written and deleted once a call: kept narrow (what calls alike share is its context;
+    # no foreign key to check, no timestamp to format, no index besides the key; on SQLite the
+    # key holds the row).
     Column("request_id", String(64), primary_key=True),
     Column("amount_picos", BigInteger, nullable=False),
-    # [[budget_id, window_start], ...]: the counters the amount was reserved on.
-    Column("charges", JSONText, nullable=False),
+    # The budget_contexts row: the counters the amount was reserved on, and what the call's
+    # usage row says of who made it and how; a sweeper writes the row from it if the call
+    # never settles.
+    Column("context_id", String(40), nullable=False),
     # [[counter key, amount taken, kind], ...]: the rate-limit counters the call holds.
     Column("rate_charges", JSONText, nullable=False, default="[]"),
-    # What the call's usage row is known to hold before it is forwarded (JSON: attribution,
-    # model, time); a sweeper writes the row from it if the call never settles.
-    Column("usage_row", Text, nullable=False),
+    # When the call was reserved, epoch microseconds (an orphan's usage row is dated so).
+    Column("created_us", BigInteger, nullable=False),
     # Epoch seconds after which the reservation is taken for an orphan's (the process serving
     # the call pushes it back while the call runs). The sweeper scans the table: it holds only
     # the calls in flight.

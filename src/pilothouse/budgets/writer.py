@@ -15,7 +15,8 @@ transaction:
    instead of deadlocking; SQLite: the tick holds the database's one write lock);
 4. moves the ended reservations from reserved to spent (or, released, back to nothing), then
    decides the new reservations in arrival order (``budgets/reserve.py``);
-5. writes each changed counter once and inserts the admitted reservations.
+5. writes each changed counter once, the contexts of the new reservations this writer has not
+   written within the hour (``budgets/contexts.py``), and inserts the admitted reservations.
 
 Each caller resumes when its tick has committed: a reservation is durable before its call is
 forwarded (invariant 3). A call that ended settles without waiting (``GroupCommit.enqueue``):
@@ -67,7 +68,8 @@ from typing import Any, TypeVar, cast
 import asyncpg
 import orjson
 
-from pilothouse.budgets.model import Enforcement
+from pilothouse.budgets.contexts import Context, Written
+from pilothouse.budgets.model import Enforcement, epoch
 from pilothouse.budgets.reserve import (
     RESERVATION_COLUMNS,
     Ask,
@@ -152,6 +154,11 @@ SET_BUDGET_COUNTER = (
     " WHERE budget_id = ? AND window_start = ?"
 )
 SET_RATE_COUNTER = "UPDATE rate_counters SET count = ? WHERE key = ?"
+# A context written again says it is still in use (``budgets/contexts.py``).
+UPSERT_CONTEXT = (
+    "INSERT INTO budget_contexts (id, body, seen_at) VALUES (?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at"
+)
 
 # SQLite: lists travel as one JSON parameter.
 END_RESERVATIONS = (
@@ -301,6 +308,7 @@ class Tick:
         usage: RowInsert,
         held: RowInsert,
         known: set[BudgetKey],
+        written: Written,
     ) -> None:
         self._dialect = dialect
         self._usage = usage
@@ -309,6 +317,18 @@ class Tick:
         self.asks = [item for item in items if isinstance(item, Ask)]
         self.ended = [item for item in items if isinstance(item, Ended)]
         self.created: list[BudgetKey] = []  # counters made (or found) by this tick
+        # The contexts of the new reservations this writer has not written (within the hour),
+        # and the time the tick writes them with.
+        self.contexts: list[Context] = []
+        self.seen_at = 0
+        if self.asks:
+            self.seen_at = epoch(max(ask.now for ask in self.asks))
+            contexts = {ask.context.id: ask.context for ask in self.asks}
+            self.contexts = written.due(contexts, self.seen_at)
+
+    def context_rows(self) -> list[tuple[str, str, int]]:
+        """The contexts to write, as ``UPSERT_CONTEXT``'s parameters."""
+        return [(c.id, c.body, self.seen_at) for c in self.contexts]
 
     @property
     def needs_transaction(self) -> bool:
@@ -348,6 +368,8 @@ class Tick:
         )
         moved = sorted((k, n) for k, n in rates.items() if n != before_rates.get(k, n))
         admitted = [ask.row for ask in self.asks if ask.refusal is None]
+        if self.contexts:  # before the reservations naming them (no foreign key: any order)
+            yield Many(UPSERT_CONTEXT, self.context_rows())
         if self._dialect == "postgresql":
             if changed or moved or admitted:
                 yield Many(
@@ -664,6 +686,7 @@ class LedgerWriter(GroupCommit[Item]):
         if self._dialect != "postgresql":
             self.lazy_seconds = SQLITE_LAZY_SECONDS
         self._known: set[BudgetKey] = set()  # budget counters known to exist
+        self._written = Written()  # contexts written, and when
         self.optimism = Optimism()
 
     # These three hand back ``submit``'s coroutine rather than await it in one of their own:
@@ -687,7 +710,8 @@ class LedgerWriter(GroupCommit[Item]):
         return self.submit(ask)
 
     async def _write(self, items: list[Item]) -> None:
-        tick = Tick(items, self._dialect, self._usage, self._held, self._known)
+        tick = Tick(items, self._dialect, self._usage, self._held, self._known, self._written)
+        contexts = tick.contexts
         writer = self._writer
         if self._dialect != "postgresql":
             await writer.sqlite(lambda conn: _run_sqlite(conn, tick))
@@ -699,6 +723,7 @@ class LedgerWriter(GroupCommit[Item]):
         if len(self._known) > KNOWN_COUNTERS_MAX:
             self._known.clear()
         self._known.update(tick.created)
+        self._written.wrote(contexts, tick.seen_at)
 
     async def _optimistic(self, tick: Tick) -> bool:
         """Write ``tick`` as one statement admitting every call, if each fits (if not, or if
@@ -706,6 +731,13 @@ class LedgerWriter(GroupCommit[Item]):
         optimism = self.optimism
         if not optimism.worth_trying():
             return False
+        if tick.contexts:  # first, on their own: the one statement has no room for them
+            rows = tick.context_rows()
+            await self._writer.postgres(
+                lambda driver: driver.executemany(_numbered(UPSERT_CONTEXT), rows),
+                transaction=False,
+            )
+            tick.contexts = []  # written: the locking way, if it comes to that, need not
         params = tick.optimistic()
         counts = await self._writer.postgres_once(lambda driver: _run_optimistic(driver, params))
         if counts is None:

@@ -35,10 +35,10 @@ from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.exchange import (
     Call,
     CallRefused,
+    call_context,
     call_record,
     elapsed_ms,
     reply_error,
-    reserved_row,
     start_message,
     uncancel,
     usage_row,
@@ -298,10 +298,9 @@ class Gateway:
             return
         now = self._svc.clock.now()  # the reservation's instant (read once: it costs)
         try:
-            kept = reserved_row(call, now)
             amount, tokens = self._worst_case(call, call.model)
             call.reservation = await self._ledger.reserve(
-                call.budgets, call.request_id, amount, kept, limits, tokens, now
+                call.budgets, call.request_id, amount, call_context(call), limits, tokens, now
             )
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc

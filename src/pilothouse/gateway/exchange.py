@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Send
 
+from pilothouse.budgets.contexts import CallContext
 from pilothouse.budgets.model import Budget
 from pilothouse.budgets.reserve import Reservation
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
@@ -111,22 +112,27 @@ def usage_row(
     }
 
 
-def reserved_row(call: Call, now: datetime) -> dict[str, Any]:
-    """What a budgeted call's reservation keeps of its usage row: the fields known before it
-    is forwarded. If its process stops, the sweeper writes the row from these (the rest are
-    ``budgets.ledger.ORPHANED_ROW``'s)."""
-    return {
-        **(call.attribution or attribution(call)),
-        "model_alias": call.alias[:200],
-        "downgraded_from": call.downgraded_from,
-        "stream": int(call.stream),
-        "created_at": now,
-    }
+def call_context(call: Call) -> CallContext:
+    """What a budgeted call's reservation keeps of its usage row besides its request id and
+    time: the principal's fields (one mapping per principal) and the call's shape, known before
+    it is forwarded. If its process stops, the sweeper writes the row from these (the rest
+    are ``budgets.ledger.ORPHANED_ROW``'s)."""
+    principal = call.principal
+    assert principal is not None
+    attributed = call.attribution or attribution(call)
+    return CallContext(
+        _principal_fields(principal),
+        attributed["client_session"],
+        attributed["endpoint"],
+        call.alias[:200],
+        call.downgraded_from,
+        int(call.stream),
+    )
 
 
 def attribution(call: Call) -> dict[str, Any]:
     """The fields of the call's usage row that its principal and request decide (made once a
-    call: a budgeted call's reservation holds a row too)."""
+    call: a budgeted call's reservation context takes from it too)."""
     principal = call.principal
     assert principal is not None
     call.attribution = {
