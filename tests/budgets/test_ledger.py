@@ -1013,3 +1013,24 @@ async def test_a_budget_deleted_behind_the_cache_does_not_fail_calls(
     reply = await chat(client, key)
     assert reply.status_code == 200, reply.text
     assert await reservations(services) == 0 and len(await rows(services)) == 1
+
+
+async def test_settlements_are_held_and_written_together_on_sqlite_and_at_once_on_postgres(
+    services: Services, api: Api
+) -> None:
+    """On SQLite a tick costs the event loop's own CPU, and much the same for 16 usage rows as
+    for 64 (the pages of the table and its indexes): settlements are held and written together;
+    on PostgreSQL each wakes the writer at once. Either way a read of spend waits for them."""
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
+    rows_of = {rid: await _usage_row(services, rid, 5) for rid in ("req_s1", "req_s2", "req_s3")}
+    held = {rid: await ledger.reserve(applicable, rid, 10, of(row)) for rid, row in rows_of.items()}
+    ticks = count_ticks(ledger)
+    ledger.settle(rows_of["req_s1"], held["req_s1"])
+    ledger.settle(rows_of["req_s2"], held["req_s2"])
+    await ledger.reserve(applicable, "req_s4", 10, of(await _usage_row(services, "req_s4", 0)))
+    if services.store.dialect == "postgresql":
+        assert sum(ticks) == 3  # both settlements written by the time the reservation was
+    else:
+        assert ticks == [1]  # the reservation alone: the settlements are held
+    assert await counter(services, budget) == {"spent_picos": 10, "reserved_picos": 20, "calls": 2}
+    assert sum(ticks) == 3

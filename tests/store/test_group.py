@@ -71,23 +71,48 @@ async def test_a_caller_made_ready_alongside_the_writer_joins_its_batch() -> Non
     assert await _submitted_a_turn_apart(Recording(gather_turns=0)) == [["a"], ["b"]]
 
 
-async def test_an_item_nobody_waits_for_rides_with_the_next_batch_or_wakes_the_writer_itself() -> (
-    None
-):
+async def test_items_nobody_waits_for_are_held_and_written_together() -> None:
+    """Held apart until ``lazy_batch`` of them are (not riding one by one with the callers who
+    wait), or a read wants them."""
     writer = Recording(gather_turns=0)
-    writer.lazy_seconds = 0.05
+    writer.lazy_seconds = 60  # longer than the test: only the count or a read releases them
+    writer.lazy_batch = 3
     writer.start()
-    writer.enqueue("settled")
+    writer.enqueue("settled 1")
+    writer.enqueue("settled 2")
+    await writer.submit("reserved")
+    assert writer.written == [["reserved"]]
+    writer.enqueue("settled 3")  # the third held: all three are queued
+    await asyncio.wait_for(writer.drained(), timeout=5)
+    assert writer.written == [["reserved"], ["settled 1", "settled 2", "settled 3"]]
+    writer.enqueue("alone")
+    await asyncio.wait_for(writer.drained(), timeout=5)  # a read takes what is held at once
+    assert writer.written[-1] == ["alone"]
+    await writer.stop()
+
+
+class Signalling(Recording):
+    """Records each batch and says when one was written."""
+
+    def __init__(self) -> None:
+        super().__init__(gather_turns=0)
+        self.wrote = asyncio.Event()
+
+    async def _write(self, items: list[str]) -> None:
+        await super()._write(items)
+        self.wrote.set()
+
+
+async def test_an_item_held_alone_is_written_once_it_has_waited_lazy_seconds() -> None:
+    writer = Signalling()
+    writer.lazy_seconds = 0.05
+    writer.lazy_batch = 64
+    writer.start()
+    writer.enqueue("late")
     await asyncio.sleep(0)
     assert writer.written == []  # not a batch of its own at once
-    await writer.submit("reserved")  # the next item waited for takes it along
-    assert writer.written == [["settled", "reserved"]]
-    writer.enqueue("alone")
-    await asyncio.wait_for(writer.drained(), timeout=5)  # a read wakes the writer at once
-    assert writer.written[-1] == ["alone"]
-    writer.enqueue("late")
-    await asyncio.sleep(0.2)  # with nothing else to ride with, it wakes the writer itself
-    assert writer.written[-1] == ["late"]
+    await asyncio.wait_for(writer.wrote.wait(), timeout=5)  # nothing else came: it goes alone
+    assert writer.written == [["late"]]
     await writer.stop()
 
 
@@ -129,9 +154,10 @@ class Failing(GroupCommit[str]):
             raise RuntimeError("the store went away")
 
 
-async def test_stopping_writes_what_waits_to_ride_with_a_later_batch() -> None:
+async def test_stopping_writes_what_is_held() -> None:
     writer = Recording(gather_turns=0)
     writer.lazy_seconds = 60  # far longer than the test: only stopping can write it
+    writer.lazy_batch = 10
     writer.start()
     writer.enqueue("settled")
     await asyncio.sleep(0)

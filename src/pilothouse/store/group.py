@@ -5,9 +5,9 @@ Under load many callers share one transaction; alone, a caller waits only for it
 that fails for any reason fails each of its callers with StoreUnavailable (no caller waits
 forever) and the writer goes on with the next batch. Subclasses say how a batch is written.
 
-An item nobody needs to wait for (``enqueue``) does not wake the writer at once: it rides in
-the batch of the next item that is waited for, or wakes the writer after ``lazy_seconds``;
-``drained`` waits until every item queued before it has been written.
+An item nobody needs to wait for (``enqueue``) may be held apart (``lazy_seconds``,
+``lazy_batch``) and written with the others held, in a batch larger than the callers who wait
+make; ``drained`` waits until every item queued before it has been written.
 """
 
 from __future__ import annotations
@@ -35,15 +35,18 @@ class GroupCommit(Generic[T]):
     # and share the batch instead of each paying for a write of their own.
     gather_turns = 0
 
-    # How long an item handed in with ``enqueue`` (which nobody waits for) may wait for an item
-    # that is waited for to wake the writer, and share its batch, before it wakes it itself
-    # (0: it wakes it at once).
+    # Items handed in with ``enqueue`` (which nobody waits for) are held apart until
+    # ``lazy_batch`` of them are held or the first has been held ``lazy_seconds``; then they all
+    # join the queue and wake the writer, so that they are written together (0 seconds: each
+    # joins at once).
     lazy_seconds = 0.0
+    lazy_batch = 1
 
     def __init__(self, max_batch: int = MAX_BATCH) -> None:
         self._max_batch = max_batch
         # Each item with its caller's future (None: nobody waits for it).
         self._pending: list[tuple[T, asyncio.Future[None] | None]] = []
+        self._lazies: list[tuple[T, None]] = []  # enqueued, not yet queued (see lazy_seconds)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -68,9 +71,7 @@ class GroupCommit(Generic[T]):
             self._wake.set()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self._lazy is not None:
-            self._lazy.cancel()
-            self._lazy = None
+        self._release()
         while self._pending:
             await self._flush()
         await self._close()
@@ -91,20 +92,31 @@ class GroupCommit(Generic[T]):
             raise
 
     def enqueue(self, item: T) -> None:
-        """Queue ``item`` without waiting for it: it joins the batch of the next item that is
-        waited for, or after ``lazy_seconds`` wakes the writer itself. A failure is logged by
-        the writer; ``drained`` waits for it."""
+        """Queue ``item`` without waiting for it, held with the others so enqueued until
+        ``lazy_batch`` are held or ``lazy_seconds`` passed. A failure is logged by the writer;
+        ``drained`` waits for it."""
         if self._task is None or self._loop is None:
             raise StoreUnavailable(f"the {self.name} writer is not running")
-        self._pending.append((item, None))
-        if not self.lazy_seconds:
-            self._wake.set()
+        self._lazies.append((item, None))
+        if not self.lazy_seconds or len(self._lazies) >= self.lazy_batch:
+            self._release()
         elif self._lazy is None:
-            self._lazy = self._loop.call_later(self.lazy_seconds, self._wake_lazily)
+            self._lazy = self._loop.call_later(self.lazy_seconds, self._release)
+
+    def _release(self) -> None:
+        """Queue the held items and wake the writer."""
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
+        if self._lazies:
+            self._pending += self._lazies
+            self._lazies = []
+            self._wake.set()
 
     async def drained(self) -> None:
         """Return once every item queued before this call has been written, or its batch has
         failed (what a read that must see the items handed to ``enqueue`` waits for)."""
+        self._release()
         ahead = len(self._pending)
         # Batches are taken first in, first out, at most ``max_batch`` items each.
         target = self._flushes + (1 if self._flushing else 0) + -(-ahead // self._max_batch)
@@ -115,10 +127,6 @@ class GroupCommit(Generic[T]):
         if ahead:
             self._wake.set()
         await future
-
-    def _wake_lazily(self) -> None:
-        self._lazy = None
-        self._wake.set()
 
     def _enqueue(self, item: T) -> None:
         """Queue ``item``, which nobody awaits, for a batch of its own now."""
