@@ -1,4 +1,5 @@
-"""Bench scripts that replay the ledger writer's own statements still run against them.
+"""Bench scripts: those that replay the ledger writer's own statements still run against them,
+and the pieces that turn measurements into the reported numbers do what they say.
 
 ``bench/ledger_sql_bench.py`` sends ``OPTIMISTIC_POSTGRES`` with parameters it builds itself and
 rewrites it into a candidate shape; a change to the statement must not leave it failing (or,
@@ -8,11 +9,16 @@ worse, silently measuring something else) until someone next runs it.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
+import statistics
+import time
 
 import pytest
-from bench import gateway_report, ledger_sql_bench
+from bench import budgets_bench, gateway_report, interleave_loadgen, ledger_sql_bench
 from bench.gateway_cells import Cell
 from bench.gateway_loadgen import Result
+from bench.interleave_loadgen import SideResult
 
 
 def test_the_ledger_sql_bench_runs_the_writer_s_statements(
@@ -71,3 +77,89 @@ def test_the_added_p50_pairs_each_round_so_the_machine_s_drift_cancels() -> None
         pytest.approx(0.4),
         [],
     )
+
+
+async def _fake_upstream(arrivals: list[tuple[float, str]], name: str) -> asyncio.Server:
+    """A server answering every POST with a whole chat.completion, noting when each came."""
+    reply = b'{"usage": {"completion_tokens": 1}}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            length = next(
+                int(line.split(b":")[1])
+                for line in request.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+            await reader.readexactly(length)
+            arrivals.append((time.perf_counter(), name))
+            writer.write(head % len(reply) + reply)
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_the_interleaved_load_generator_gives_each_target_turns_and_counts_them() -> None:
+    """Each target's calls come in turns (blocks of arrivals, not mixed), both are counted
+    in every turn, and every call answered is in ``ok_total``."""
+    arrivals: list[tuple[float, str]] = []
+    servers = [await _fake_upstream(arrivals, name) for name in "ab"]
+    ports = [s.sockets[0].getsockname()[1] for s in servers]
+    spec = interleave_loadgen.PairSpec(
+        ports=ports,
+        headers=[[], []],
+        proxy_pids=[None, None],
+        path="/v1/chat/completions",
+        body="{}",
+        stream=False,
+        concurrency=4,
+        warmup=0.1,
+        seconds=0.6,
+        slice=0.05,
+        settle=0.005,
+    )
+    try:
+        a, b = await interleave_loadgen.run(spec)
+    finally:
+        for server in servers:
+            server.close()
+    assert len(a.turn_p50_ms) == len(b.turn_p50_ms) == 12  # 0.6 s of turns of 0.05 s
+    assert a.calls > 12 and b.calls > 12 and not (a.errors_total or b.errors_total)
+    assert a.ok_total + b.ok_total == len(arrivals)
+    switches = sum(1 for x, y in itertools.pairwise(arrivals) if x[1] != y[1])
+    assert switches <= 2 * 12 + 2 * 2 + 1  # a switch per turn (the counted and warm-up ones)
+    assert len(arrivals) > 10 * switches  # many calls each turn: not a mix
+
+
+def test_the_interleaved_bench_pairs_turns_and_skips_those_without_calls() -> None:
+    def side(turns: list[float], latencies: list[float]) -> SideResult:
+        return SideResult(
+            calls=len(latencies),
+            finished=len(latencies),
+            turn_seconds=1.0,
+            p50_ms=statistics.median(latencies),
+            p99_ms=max(latencies),
+            mean_ms=statistics.fmean(latencies),
+            turn_p50_ms=turns,
+            latencies_ms=latencies,
+            cpu_s=0.001,
+            ok_total=len(latencies),
+            errors_total=0,
+            error_samples=[],
+        )
+
+    pair = budgets_bench.Pair(
+        "SQLite, budgets",
+        "stream",
+        32,
+        side([5.0, math.nan, 6.0], [5.0, 6.0, 7.0]),
+        side([5.5, 9.0, 5.0], [5.5, 7.0, 9.0]),
+    )
+    assert pair.turn_pairs == [0.5, -1.0]
+    assert pair.added_p50 == 1.0
+    pooled = SideResult.pooled([side([1.0], [1.0, 3.0]), side([2.0], [2.0])])
+    assert (pooled.calls, pooled.p50_ms, pooled.turn_p50_ms) == (3, 2.0, [1.0, 2.0])
