@@ -105,6 +105,7 @@ def interleaved(
         "seconds": seconds,
         "slice": opts.slice,
         "settle": opts.settle,
+        "store_command": "postgres" if plain.database_url else "",
     }
     argv = [sys.executable, str(BENCH / "interleave_loadgen.py"), json.dumps(spec)]
     load_cpu = opts.load_cpu
@@ -163,10 +164,17 @@ def _progress(pair: Pair) -> None:
         f"  {pair.store:<10} {pair.mode:<10} p50 {pair.without.p50_ms:6.2f} /"
         f" {pair.with_.p50_ms:6.2f} ms  added {pair.added_p50:+.2f}"
         f" (turns' median {statistics.median(pair.turn_pairs):+.2f})"
-        f"  CPU {pair.without.cpu_us_per_call:.0f} / {pair.with_.cpu_us_per_call:.0f} µs/call",
+        f"  CPU µs/call: proxy {_cpus(pair, 'cpu')}, store {_cpus(pair, 'store_cpu')},"
+        f" machine {_cpus(pair, 'machine_cpu')}",
         file=sys.stderr,
         flush=True,
     )
+
+
+def _cpus(pair: Pair, which: str) -> str:
+    """``without / with`` of one of SideResult's CPU figures, per call ("-": not measured)."""
+    a, b = (getattr(side, f"{which}_us_per_call") for side in (pair.without, pair.with_))
+    return "-" if not (a or b) else f"{a:.0f} / {b:.0f}"
 
 
 def print_report(pairs: Sequence[Pair], opts: argparse.Namespace) -> None:
@@ -178,9 +186,9 @@ def print_report(pairs: Sequence[Pair], opts: argparse.Namespace) -> None:
     print(
         "| store, with | mode | c | calls/s without / with | ratio | p50 ms without / with"
         " | added p50 ms | turns' median (middle half) | added mean ms | p99 ms without / with"
-        " | CPU µs/call without / with | turns |"
+        " | CPU µs/call without / with: proxy | store | machine | turns |"
     )
-    print("|---|---|---:|---|---:|---|---:|---|---:|---|---|---:|")
+    print("|---|---|---:|---|---:|---|---:|---|---:|---|---|---|---|---:|")
     for p in pairs:
         each = sorted(p.turn_pairs)
         q = statistics.quantiles(each, n=4) if len(each) > 1 else [math.nan] * 3
@@ -192,7 +200,7 @@ def print_report(pairs: Sequence[Pair], opts: argparse.Namespace) -> None:
             f" | {statistics.median(each):+.2f} ({q[0]:+.2f} to {q[2]:+.2f})"
             f" | {p.with_.mean_ms - p.without.mean_ms:+.2f}"
             f" | {p.without.p99_ms:.2f} / {p.with_.p99_ms:.2f}"
-            f" | {p.without.cpu_us_per_call:.0f} / {p.with_.cpu_us_per_call:.0f}"
+            f" | {_cpus(p, 'cpu')} | {_cpus(p, 'store_cpu')} | {_cpus(p, 'machine_cpu')}"
             f" | {len(each)} |"
         )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -59,6 +60,7 @@ class PairSpec:
     slice: float = 0.2
     settle: float = 0.05
     drain_timeout: float = 60.0
+    store_command: str = ""  # the shared store's processes (``postgres``), whose CPU is kept
 
 
 @dataclass
@@ -74,6 +76,8 @@ class SideResult:
     turn_p50_ms: list[float]
     latencies_ms: list[float]  # every counted call's, to pool runs
     cpu_s: float  # its process tree's CPU time during its turns
+    store_cpu_s: float  # the store's processes' CPU time during its turns (0: not asked)
+    machine_cpu_s: float  # every CPU's busy time (interrupts too) during its turns
     ok_total: int
     errors_total: int
     error_samples: list[str]
@@ -92,6 +96,8 @@ class SideResult:
             turn_p50_ms=[p for r in runs for p in r.turn_p50_ms],
             latencies_ms=latencies,
             cpu_s=sum(r.cpu_s for r in runs),
+            store_cpu_s=sum(r.store_cpu_s for r in runs),
+            machine_cpu_s=sum(r.machine_cpu_s for r in runs),
             ok_total=sum(r.ok_total for r in runs),
             errors_total=sum(r.errors_total for r in runs),
             error_samples=[e for r in runs for e in r.error_samples][:5],
@@ -105,7 +111,20 @@ class SideResult:
     @property
     def cpu_us_per_call(self) -> float:
         """CPU per reply finished in its turns."""
-        return self.cpu_s / self.finished * 1e6 if self.finished else float("nan")
+        return self._per_call(self.cpu_s)
+
+    @property
+    def store_cpu_us_per_call(self) -> float:
+        """The store's CPU per reply finished in its turns."""
+        return self._per_call(self.store_cpu_s)
+
+    @property
+    def machine_cpu_us_per_call(self) -> float:
+        """The machine's busy CPU time per reply finished in its turns."""
+        return self._per_call(self.machine_cpu_s)
+
+    def _per_call(self, seconds: float) -> float:
+        return seconds / self.finished * 1e6 if self.finished else float("nan")
 
 
 @dataclass
@@ -124,6 +143,8 @@ class Side:
     finished: int = 0
     turn_seconds: float = 0.0
     cpu_s: float = 0.0
+    store_cpu_s: float = 0.0
+    machine_cpu_s: float = 0.0
 
 
 class TurnTally(Tally):
@@ -191,10 +212,12 @@ async def _connect(side: Side) -> None:
         )
 
 
-async def _turn(side: Side, seconds: float, settle: float, counted: bool) -> None:
-    """Give ``side`` a turn of ``seconds``."""
+async def _turn(
+    side: Side, seconds: float, settle: float, counted: bool, store: Sequence[int] = ()
+) -> None:
+    """Give ``side`` a turn of ``seconds`` (``store``: the shared store's processes)."""
     started = time.perf_counter()
-    cpu = _pids_cpu(side.pids)
+    cpu, store_cpu, machine = _pids_cpu(side.pids), _pids_cpu(store), _machine_busy()
     side.live, side.counting, side.count_from = True, counted, started + settle
     side.turn = []
     parked, side.parked = side.parked, []
@@ -206,6 +229,8 @@ async def _turn(side: Side, seconds: float, settle: float, counted: bool) -> Non
         side.turns.append(side.turn)
         side.turn_seconds += time.perf_counter() - started
         side.cpu_s += _pids_cpu(side.pids) - cpu
+        side.store_cpu_s += _pids_cpu(store) - store_cpu
+        side.machine_cpu_s += _machine_busy() - machine
     else:
         side.finished = 0
 
@@ -219,10 +244,12 @@ async def run(spec: PairSpec) -> list[SideResult]:
     for _ in range(warm_turns):
         for side in sides:
             await _turn(side, spec.slice, spec.settle, counted=False)
+    # Found once the warm-up has opened the servers' connections (a backend each).
+    store = _named(spec.store_command) if spec.store_command else []
     pairs = max(1, round(spec.seconds / spec.slice))
     for n in range(pairs):
         for side in sides if n % 2 == 0 else sides[::-1]:
-            await _turn(side, spec.slice, spec.settle, counted=True)
+            await _turn(side, spec.slice, spec.settle, counted=True, store=store)
     for side in sides:
         side.tally.stopping = True
         for conn in side.parked:
@@ -239,6 +266,25 @@ async def _drained(sides: Sequence[Side]) -> None:
             await side.tally.idle.wait()
 
 
+def _named(command: str) -> list[int]:
+    """The processes running ``command``."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(entry.path, "comm").read_text().strip() == command:
+                    found.append(int(entry.name))
+    return found
+
+
+def _machine_busy() -> float:
+    """Seconds every CPU has spent busy (in processes or interrupts) so far."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()  # the "cpu" line: every CPU's sum
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _result(side: Side) -> SideResult:
     pooled = sorted(x for turn in side.turns for x in turn)
     return SideResult(
@@ -251,6 +297,8 @@ def _result(side: Side) -> SideResult:
         turn_p50_ms=[_percentile(sorted(t), 0.50) * 1e3 for t in side.turns],  # nan: none
         latencies_ms=[round(x * 1e3, 3) for x in pooled],
         cpu_s=side.cpu_s,
+        store_cpu_s=side.store_cpu_s,
+        machine_cpu_s=side.machine_cpu_s,
         ok_total=side.tally.ok_total,
         errors_total=side.tally.errors_total,
         error_samples=side.tally.error_samples,

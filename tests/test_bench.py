@@ -13,12 +13,15 @@ import itertools
 import math
 import statistics
 import time
+from pathlib import Path
 
 import pytest
 from bench import budgets_bench, gateway_report, interleave_loadgen, ledger_sql_bench
 from bench.gateway_cells import Cell
 from bench.gateway_loadgen import Result
 from bench.interleave_loadgen import SideResult
+
+OWN_COMMAND = Path("/proc/self/comm").read_text().strip()  # this process's name
 
 
 def test_the_ledger_sql_bench_runs_the_writer_s_statements(
@@ -121,6 +124,8 @@ async def test_the_interleaved_load_generator_gives_each_target_turns_and_counts
         seconds=0.6,
         slice=0.05,
         settle=0.005,
+        # The store's processes, found by name: here this one, which serves both targets.
+        store_command=OWN_COMMAND,
     )
     try:
         a, b = await interleave_loadgen.run(spec)
@@ -133,6 +138,9 @@ async def test_the_interleaved_load_generator_gives_each_target_turns_and_counts
     switches = sum(1 for x, y in itertools.pairwise(arrivals) if x[1] != y[1])
     assert switches <= 2 * 12 + 2 * 2 + 1  # a switch per turn (the counted and warm-up ones)
     assert len(arrivals) > 10 * switches  # many calls each turn: not a mix
+    # This process did all the work of both targets' turns, and the machine at least as much.
+    assert a.store_cpu_s + b.store_cpu_s > 0
+    assert a.machine_cpu_s + b.machine_cpu_s >= a.store_cpu_s + b.store_cpu_s > 0
 
 
 def test_the_interleaved_bench_pairs_turns_and_skips_those_without_calls() -> None:
@@ -147,6 +155,8 @@ def test_the_interleaved_bench_pairs_turns_and_skips_those_without_calls() -> No
             turn_p50_ms=turns,
             latencies_ms=latencies,
             cpu_s=0.001,
+            store_cpu_s=0.002,
+            machine_cpu_s=0.003,
             ok_total=len(latencies),
             errors_total=0,
             error_samples=[],
@@ -163,3 +173,6 @@ def test_the_interleaved_bench_pairs_turns_and_skips_those_without_calls() -> No
     assert pair.added_p50 == 1.0
     pooled = SideResult.pooled([side([1.0], [1.0, 3.0]), side([2.0], [2.0])])
     assert (pooled.calls, pooled.p50_ms, pooled.turn_p50_ms) == (3, 2.0, [1.0, 2.0])
+    assert (pooled.store_cpu_s, pooled.machine_cpu_s) == (0.004, 0.006)
+    assert pooled.machine_cpu_us_per_call == 2000.0  # 6 ms over 3 calls
+    assert budgets_bench._cpus(pair, "store_cpu") == "667 / 667"
