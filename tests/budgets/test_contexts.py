@@ -190,7 +190,7 @@ async def test_a_reservation_whose_context_is_gone_is_left_counted_and_logged(
     assert await counter(services, budget) == {"spent_picos": 0, "reserved_picos": 700, "calls": 0}
 
 
-async def test_the_context_keeps_every_field_the_principal_decides() -> None:
+def test_the_context_keeps_every_field_the_principal_decides() -> None:
     """``CallContext.of_row`` and the sweeper take exactly the fields the gateway fills in
     from a principal (``gateway.exchange._principal_fields``)."""
     from pilothouse.identity.principal import KeyKind, Principal

@@ -12,7 +12,7 @@ six calls, and each tick writes that many fewer pages (bench/README.md, eleventh
 A context is worked out once per principal, call shape and set of budget counters
 (``Contexts.of``), written by the ledger's writer in the tick of the first reservation that
 needs it (an upsert, idempotent across replicas), and written again, to say it is still in
-use, once an hour at most while calls use it (``Contexts.due``). The sweeper deletes a context
+use, once an hour at most while calls use it (``Written.due``). The sweeper deletes a context
 that no reservation names and no writer has written for a day (``budgets/ledger.py``
 ``Ledger.sweep``): a writer that still uses one wrote it within the hour, so it is never
 deleted under a call that needs it.
