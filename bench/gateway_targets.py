@@ -449,8 +449,14 @@ def start_pilothouse(
     gc_freeze: bool = False,
     budgets: bool = False,
     wait: str | None = None,
+    wrapper: Sequence[str] = (),
+    settings_env: Mapping[str, str] | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
 ) -> Target:
     """``pilothouse serve`` on a fresh store, and a session key to call it with.
+
+    ``wrapper`` goes before the command (``valgrind ...``); ``settings_env`` adds ``PILOTHOUSE_*``
+    settings; ``ready_timeout`` bounds the wait for ``/readyz``.
 
     With ``gc_freeze``, a ``sitecustomize`` calls ``gc.freeze()`` two seconds after the process
     starts (the code of Pilothouse is unchanged): what that one call at start-up would give.
@@ -462,7 +468,7 @@ def start_pilothouse(
     data_dir = None if database_url else home / "data"
     config = home / "pilothouse.yaml"
     config.write_text(pilothouse_config(upstream_port, data_dir, agent))
-    env = {"PILOTHOUSE_ADMIN_KEY": ADMIN_KEY}
+    env = {**(settings_env or {}), "PILOTHOUSE_ADMIN_KEY": ADMIN_KEY}
     if database_url:
         env["PILOTHOUSE_DATABASE_URL"] = database_url
     marker = home / "gc-frozen"
@@ -478,12 +484,12 @@ def start_pilothouse(
         (site / "sitecustomize.py").write_text(_WAIT_SITE.format(wait=wait))
         env["PYTHONPATH"] = str(site)
     port = free_port()
-    argv = [sys.executable, "-m", "pilothouse", "serve", "--config", str(config)]
+    argv = [*wrapper, sys.executable, "-m", "pilothouse", "serve", "--config", str(config)]
     argv += ["--host", HOST, "--port", str(port)]
     proc = stack.enter_context(
         Process(name, argv, cpu=cpu, log=home / "server.log", env=_server_env(env))
     )
-    ready = wait_http(proc, port, "/readyz")
+    ready = wait_http(proc, port, "/readyz", ready_timeout)
     owner = {"Authorization": f"Bearer {ADMIN_KEY}"}
     session = {
         "project": "gateway-bench",

@@ -16,7 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
-from bench import budgets_bench, gateway_report, interleave_loadgen, ledger_sql_bench
+from bench import (
+    budgets_bench,
+    budgets_instructions,
+    gateway_report,
+    interleave_loadgen,
+    ledger_sql_bench,
+)
 from bench.gateway_cells import Cell
 from bench.gateway_loadgen import Result
 from bench.interleave_loadgen import SideResult
@@ -179,3 +185,73 @@ def test_the_interleaved_bench_pairs_turns_and_skips_those_without_calls() -> No
     assert (pooled.store_cpu_s, pooled.machine_cpu_s) == (0.004, 0.006)
     assert pooled.machine_cpu_us_per_call == 2000.0  # 6 ms over 3 calls
     assert budgets_bench._cpus(pair, "store_cpu") == "667 / 667"
+
+
+CALLGRIND_DUMP = """\
+# callgrind format
+version: 1
+creator: callgrind-3.19.0
+cmd:  python -m pilothouse serve
+part: {part}
+
+desc: I1 cache: 32768 B, 64 B, 8-way associative
+positions: line
+events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
+summary: {ir} 40 20 {i1} {d1r} {d1w} 1 2 3
+
+fl=(1) ceval.c
+fn=(1) _PyEval_EvalFrameDefault
+15 {ir} 40 20 {i1} {d1r} {d1w} 1 2 3
+
+totals: {ir} 40 20 {i1} {d1r} {d1w} 1 2 3
+"""
+
+
+def _dump(directory: Path, server: str, part: int, ir: int, misses: tuple[int, int, int]) -> None:
+    i1, d1r, d1w = misses
+    text = CALLGRIND_DUMP.format(part=part, ir=ir, i1=i1, d1r=d1r, d1w=d1w)
+    (directory / f"{server}.4242.out.{part}").write_text(text)
+
+
+def test_the_instruction_bench_reads_the_newest_dump_of_each_counted_window(tmp_path: Path) -> None:
+    _dump(tmp_path, "pilothouse-pg", 2, 1_000, (1, 2, 3))
+    _dump(tmp_path, "pilothouse-pg", 10, 5_000, (4, 5, 6))  # the tenth window, not the second
+    _dump(tmp_path, "pilothouse-pg-budgets", 1, 7, (0, 0, 0))
+    newest = budgets_instructions.newest_dump(tmp_path, "pilothouse-pg", 4242)
+    assert newest.name == "pilothouse-pg.4242.out.10"
+    totals = budgets_instructions.read_totals(newest)
+    assert totals["Ir"] == 5_000
+    assert (totals["I1mr"], totals["D1mr"], totals["D1mw"], totals["DLmw"]) == (4, 5, 6, 3)
+    with pytest.raises(FileNotFoundError, match="no dump for pilothouse-wait"):
+        budgets_instructions.newest_dump(tmp_path, "pilothouse-wait", 4242)
+    broken = tmp_path / "broken.out.1"
+    broken.write_text("events: Ir Dr\n")
+    with pytest.raises(ValueError, match="no event totals"):
+        budgets_instructions.read_totals(broken)
+
+
+def test_the_instruction_bench_reports_each_server_s_median_against_the_one_without_budgets() -> (
+    None
+):
+    def count(server: str, rnd: int, calls: int, ir: int) -> budgets_instructions.Count:
+        events = {"Ir": ir, "I1mr": calls * 10, "D1mr": calls * 5, "D1mw": calls, "DLmr": calls}
+        return budgets_instructions.Count(server, rnd, calls, events)
+
+    counts = [
+        count("plain", 1, 100, 100 * 1_000_000),
+        count("budgets", 1, 200, 200 * 1_100_000),
+        count("budgets", 2, 100, 100 * 1_060_000),
+        count("plain", 2, 300, 300 * 1_020_000),
+        count("budgets", 3, 100, 100 * 1_300_000),  # a window with a full collection in it
+        count("plain", 3, 100, 100 * 1_010_000),
+    ]
+    assert counts[0].per_call("Ir") == 1_000_000
+    assert counts[0].l1_misses == 16
+    assert counts[0].ll_misses == 1
+    found = budgets_instructions.medians(counts)
+    assert found["plain"] == (1_010_000, 16, 1)
+    assert found["budgets"][0] == 1_100_000  # the median, not the mean, of the rounds
+    table = budgets_instructions.report(counts, "plain")
+    assert "| budgets | 1,100,000 | +90,000 | 1.089 | +0 |" in table
+    assert "| plain | 1,010,000 | +0 | 1.000 | +0 |" in table
+    assert "| plain | 1 | 100 | 1,000,000 | 16 | 1.0 |" in table
