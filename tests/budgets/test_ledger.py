@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from pilothouse.budgets.contexts import CallContext
 from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.limits import LimitHit, LimitKind
-from pilothouse.budgets.model import Budget, Window, epoch, window_start
+from pilothouse.budgets.model import Budget, Enforcement, ScopeKind, Window, epoch, window_start
 from pilothouse.budgets.reserve import Ask, Reservation
 from pilothouse.budgets.tables import (
     budget_counters,
@@ -406,6 +406,33 @@ async def test_a_daily_budget_admits_again_at_utc_midnight_with_no_job(
         epoch(datetime(2026, 11, 24, tzinfo=UTC)),
         epoch(datetime(2026, 11, 25, tzinfo=UTC)),
     ]
+
+
+async def test_a_call_shape_s_counters_and_context_are_worked_out_once_a_day_and_budget_set(
+    services: Services, api: Api
+) -> None:
+    """``Ledger.ask`` keeps what calls of one shape charge (the counters and the context) and
+    works it out again for a new UTC day or a changed set of budgets, never reusing another's."""
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
+    call = of(await _usage_row(services, "req_shape", 0))
+    evening = datetime(2026, 11, 24, 23, 59, tzinfo=UTC)
+    first = ledger.ask(applicable, "req_s1", 1, call, now=evening)
+    again = ledger.ask(applicable, "req_s2", 1, call, now=evening + timedelta(seconds=30))
+    assert first.held.charges == ((budget, epoch(datetime(2026, 11, 24, tzinfo=UTC))),)
+    assert again.held.charges is first.held.charges  # one tuple: a tick sums them as one
+    assert again.context is first.context
+    morning = ledger.ask(applicable, "req_s3", 1, call, now=evening + timedelta(minutes=1))
+    assert morning.held.charges == ((budget, epoch(datetime(2026, 11, 25, tzinfo=UTC))),)
+    assert morning.context.id != first.context.id  # the context names the counters
+    monthly = Budget(
+        "bud_month", services.root_org_id, "m", ScopeKind.PROJECT, "ledger", Window.MONTH, 5,
+        Enforcement.HARD,
+    )  # fmt: skip
+    wider = ledger.ask((*applicable, monthly), "req_s4", 1, call, now=evening)
+    assert wider.held.charges == (  # in id order, the order a tick locks them in
+        ("bud_month", epoch(datetime(2026, 11, 1, tzinfo=UTC))),
+        (budget, epoch(datetime(2026, 11, 24, tzinfo=UTC))),
+    )
 
 
 async def test_settling_twice_counts_once(services: Services, api: Api) -> None:

@@ -9,13 +9,13 @@ context, rate-limit counters, time and expiry. The row shrank from about 700 to 
 bytes, so the calls in flight fit in a page or two of SQLite's b-tree instead of one page per
 six calls, and each tick writes that many fewer pages (bench/README.md, eleventh pass).
 
-A context is worked out once per principal, call shape and set of budget counters
-(``Contexts.of``), written by the ledger's writer in the tick of the first reservation that
-needs it (an upsert, idempotent across replicas), and written again, to say it is still in
-use, once an hour at most while calls use it (``Written.due``). The sweeper deletes a context
-that no reservation names and no writer has written for a day (``budgets/ledger.py``
-``Ledger.sweep``): a writer that still uses one wrote it within the hour, so it is never
-deleted under a call that needs it.
+A context is worked out once per principal, call shape, set of budgets and UTC day
+(``budgets.ledger.Ledger.ask`` keeps it with the counters charged), written by the ledger's
+writer in the tick of the first reservation that needs it (an upsert, idempotent across
+replicas), and written again, to say it is still in use, once an hour at most while calls use
+it (``Written.due``). The sweeper deletes a context that no reservation names and no writer
+has written for a day (``budgets/ledger.py`` ``Ledger.sweep``): a writer that still uses one
+wrote it within the hour, so it is never deleted under a call that needs it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ PRINCIPAL_FIELDS = (
 REFRESH_SECONDS = 3600
 # ... and deleted by the sweeper once no reservation names it and it is this old (seconds).
 KEEP_SECONDS = 86_400
-MEMO_MAX = 10_000
+MEMO_MAX = 10_000  # call shapes kept (``Ledger.ask``), and contexts' writes (``Written``)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -81,27 +81,6 @@ class Context:
 
     id: str
     body: str
-
-
-class Contexts:
-    """Each call shape's context, worked out once (by the identity of the principal's fields
-    and of the counters, which are made once per principal and per set of budgets and day)."""
-
-    def __init__(self) -> None:
-        self._made: dict[tuple[Any, ...], tuple[object, object, Context]] = {}
-
-    def of(self, call: CallContext, charges: tuple[BudgetKey, ...]) -> Context:
-        """The context of a call shaped ``call`` charged to the counters ``charges``."""
-        fields = call.fields
-        key = (id(fields), id(charges), *call[1:])
-        found = self._made.get(key)
-        if found is not None and found[0] is fields and found[1] is charges:
-            return found[2]
-        context = make(call, charges)
-        if len(self._made) >= MEMO_MAX:
-            self._made.clear()
-        self._made[key] = (fields, charges, context)  # holding both keeps their ids unique
-        return context
 
 
 def make(call: CallContext, charges: tuple[BudgetKey, ...]) -> Context:

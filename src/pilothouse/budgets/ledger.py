@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,7 +38,15 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pilothouse.budgets.contexts import KEEP_SECONDS, CallContext, Contexts, created_at, read
+from pilothouse.budgets.contexts import (
+    KEEP_SECONDS,
+    MEMO_MAX,
+    CallContext,
+    Context,
+    created_at,
+    make,
+    read,
+)
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
     Budget,
@@ -56,6 +64,7 @@ from pilothouse.budgets.reserve import (
     RateAsk,
     RateCharge,
     Reservation,
+    holds_slot,
 )
 from pilothouse.budgets.tables import (
     budget_contexts,
@@ -77,6 +86,14 @@ log = logging.getLogger(__name__)
 
 Charged = tuple[list[tuple[Budget, BudgetKey]], tuple[BudgetKey, ...]]
 """A call's budgets with the counter each goes to, and the counters."""
+Shaped = tuple[
+    Mapping[str, Any],
+    Sequence[Budget],
+    dict[Window, int],
+    tuple[list[tuple[Budget, BudgetKey]], tuple[BudgetKey, ...], Context],
+]
+"""What ``Ledger.ask`` keeps per call shape: the principal's fields, the budgets and the window
+starts it was worked out for, and the counters charged and the context."""
 
 SWEEP_BATCH = 500
 # An orphaned call's usage row: what its reservation does not say (its context kept the
@@ -165,8 +182,15 @@ class Ledger:
         self._ttl = math.ceil(reservation_ttl_seconds)  # whole seconds, as the row keeps it
         self._live: set[str] = set()  # reservations of calls in flight here: kept alive
         self._charged: IdentityMemo[tuple[dict[Window, int], Charged]] = IdentityMemo()
-        self._contexts = Contexts()
+        # Per call shape (``ask``): its fields and budgets, the day's window starts, and what
+        # they give (the counters charged and the context), kept by the objects' identities.
+        self._shapes: dict[tuple[Any, ...], Shaped] = {}
         self._writer = LedgerWriter(store)
+        # Have the writer decide an ask, durably: the awaitable returns once its tick committed
+        # (``ask.refusal`` says if refused; a caller gone meanwhile: the writer releases what
+        # it was admitted). The writer's own ``submit``: no frame of ours between a call and
+        # its future.
+        self.decide: Callable[[Ask], Coroutine[Any, Any, None]] = self._writer.submit
         self._postgres = store.dialect == "postgresql"
 
     def start(self) -> None:
@@ -217,13 +241,39 @@ class Ledger:
 
         Raises RateLimited or BudgetExceeded (with the numbers of the first limit or hard budget
         that refuses) and changes nothing if any would be exceeded. ``now`` (the clock's by
-        default) decides the windows and the minute.
+        default) decides the windows and the minute. (``ask``, ``decide`` and ``reserved`` in
+        turn: the gateway calls those three itself, one coroutine fewer a call.)
         """
+        ask = self.ask(applicable, request_id, amount_picos, call, limits, tokens, now)
+        await self.decide(ask)
+        return self.reserved(ask)
+
+    def ask(
+        self,
+        applicable: Sequence[Budget],
+        request_id: str,
+        amount_picos: int,
+        call: CallContext,
+        limits: Sequence[LimitHit] = (),
+        tokens: int = 0,
+        now: datetime | None = None,
+    ) -> Ask:
+        """The request ``reserve`` hands the writer, and the reservation it holds if admitted."""
         if now is None:
             now = self._clock.now()
         starts, minute, seconds = window_epochs(now)
-        budgets_asked, charges = self._charges(applicable, starts)
-        context = self._contexts.of(call, charges)
+        fields = call.fields
+        key = (id(fields), id(applicable), *call[1:])
+        shaped = self._shapes.get(key)
+        # Made anew for other objects of the same ids, and on a new UTC day (new ``starts``).
+        if (
+            shaped is None
+            or shaped[0] is not fields
+            or shaped[1] is not applicable
+            or shaped[2] is not starts
+        ):
+            shaped = self._shape(key, call, applicable, starts)
+        budgets_asked, charges, context = shaped[3]
         rates: list[RateAsk] = []
         rate_charges: tuple[RateCharge, ...] = ()
         rate_json = "[]"
@@ -256,19 +306,52 @@ class Ledger:
                 created_us,
                 seconds + self._ttl,
             )
-        held = Reservation(request_id, amount_picos, charges, rate_charges)
-        ask = Ask(request_id, amount_picos, budgets_asked, rates, row, now, held, context)
-        await self._writer.reserve(ask)  # a caller gone meanwhile: the writer releases it
+        held = Reservation(
+            request_id,
+            amount_picos,
+            charges,
+            rate_charges,
+            holds_slot=bool(rate_charges) and holds_slot(rate_charges),
+        )
+        return Ask(request_id, amount_picos, budgets_asked, rates, row, now, held, context)
+
+    def reserved(self, ask: Ask) -> Reservation:
+        """What ``ask``, decided, reserved (kept alive from now on); raises its refusal."""
         if ask.refusal is not None:
             raise ask.refusal
-        self._live.add(request_id)
-        if not rates:
+        held = ask.held
+        self._live.add(held.request_id)
+        if not ask.rates:
             return held
         states = tuple(
             LimitState(r.hit.kind, r.hit.limit, count, r.reset_at)
-            for r, count in zip(rates, ask.counts, strict=True)
+            for r, count in zip(ask.rates, ask.counts, strict=True)
         )
-        return Reservation(request_id, amount_picos, charges, rate_charges, states)
+        return Reservation(
+            held.request_id,
+            held.amount_picos,
+            held.charges,
+            held.rate_charges,
+            states,
+            held.holds_slot,
+        )
+
+    def _shape(
+        self,
+        key: tuple[Any, ...],
+        call: CallContext,
+        applicable: Sequence[Budget],
+        starts: dict[Window, int],
+    ) -> Shaped:
+        """Work out, and keep under ``key``, what calls shaped ``call`` charged to
+        ``applicable`` in the windows ``starts`` reserve with: the counters and the context.
+        Holding the fields and the budgets keeps their ids from being reused."""
+        budgets_asked, charges = self._charges(applicable, starts)
+        shaped = (call.fields, applicable, starts, (budgets_asked, charges, make(call, charges)))
+        if len(self._shapes) >= MEMO_MAX:
+            self._shapes.clear()
+        self._shapes[key] = shaped
+        return shaped
 
     def _charges(self, applicable: Sequence[Budget], starts: dict[Window, int]) -> Charged:
         """The counters a call charged to ``applicable`` goes to in the windows ``starts`` (in

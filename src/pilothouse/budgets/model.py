@@ -141,7 +141,7 @@ def window_epochs(now: datetime) -> tuple[dict[Window, int], int, int]:
     """The epoch seconds at which each window ``now`` falls in starts (how counters key their
     window), the start of its UTC minute, and ``now``'s own (``epoch(now)``, which costs as much
     again to work out). Computed once per UTC day, not per call."""
-    seconds = epoch(now)
+    seconds = int(now.timestamp())  # epoch(now), without its frame: once a call
     day = seconds - seconds % SECONDS_A_DAY
     starts = _day_starts.get(day)
     if starts is None:

@@ -71,12 +71,14 @@ class Reservation:
     charges: tuple[BudgetKey, ...]
     rate_charges: tuple[RateCharge, ...] = ()
     limits: tuple[LimitState, ...] = ()
+    # Whether the call holds a slot of a concurrent-calls limit, which its settlement gives
+    # back (``holds_slot(rate_charges)``: a field, not a property, read once for every call).
+    holds_slot: bool = False
 
-    @property
-    def holds_slot(self) -> bool:
-        """Whether the call holds a slot of a concurrent-calls limit, which its settlement
-        gives back."""
-        return any(c.kind == LimitKind.CONCURRENT for c in self.rate_charges)
+
+def holds_slot(rate_charges: Sequence[RateCharge]) -> bool:
+    """Whether a call charged ``rate_charges`` holds a slot of a concurrent-calls limit."""
+    return any(c.kind == LimitKind.CONCURRENT for c in rate_charges)
 
 
 @dataclass(frozen=True, slots=True)

@@ -323,7 +323,7 @@ class Tick:
         self.contexts: list[Context] = []
         self.seen_at = 0
         if self.asks:
-            self.seen_at = epoch(max(ask.now for ask in self.asks))
+            self.seen_at = epoch(max([ask.now for ask in self.asks]))
             contexts = {ask.context.id: ask.context for ask in self.asks}
             self.contexts = written.due(contexts, self.seen_at)
 
@@ -556,18 +556,19 @@ def _json(values: list[Any]) -> str:
 
 def _texts(values: list[str]) -> str:
     """A PostgreSQL array literal of strings (each quoted, its quotes and backslashes escaped)."""
-    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    # List comprehensions, not generators, in these three: one frame a tick, not one a value.
+    quoted = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
     return '{"' + '","'.join(quoted) + '"}' if values else "{}"
 
 
 def _numbers(values: list[int | None]) -> str:
     """A PostgreSQL array literal of integers (None as NULL)."""
-    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+    return "{" + ",".join(["NULL" if v is None else str(v) for v in values]) + "}"
 
 
 def _flags(values: list[bool]) -> str:
     """A PostgreSQL array literal of booleans."""
-    return "{" + ",".join("t" if v else "f" for v in values) + "}"
+    return "{" + ",".join(["t" if v else "f" for v in values]) + "}"
 
 
 def _objects(objects: list[Any]) -> str:
@@ -691,9 +692,10 @@ class LedgerWriter(GroupCommit[Item]):
         self._written = Written()  # contexts written, and when
         self.optimism = Optimism()
 
-    # These three hand back ``submit``'s coroutine rather than await it in one of their own:
-    # every call goes through one or two of them, and each coroutine between the caller and
-    # its future costs CPU when it is made, suspended, resumed and finished.
+    # These two hand back ``submit``'s coroutine rather than await it in one of their own
+    # (a reservation is ``submit`` itself: ``Ledger.decide``): every call goes through one or
+    # two of them, and each coroutine between the caller and its future costs CPU when it is
+    # made, suspended, resumed and finished.
 
     def record(
         self, row: dict[str, Any], reservation: Reservation | None = None
@@ -705,11 +707,6 @@ class LedgerWriter(GroupCommit[Item]):
     def release(self, reservation: Reservation) -> Coroutine[Any, Any, None]:
         """Give back the reservation of a call that was never forwarded (no usage row)."""
         return self.submit(Ended(None, reservation))
-
-    def reserve(self, ask: Ask) -> Coroutine[Any, Any, None]:
-        """Decide ``ask``; the awaitable returns once its tick committed (``ask.refusal`` says
-        if refused)."""
-        return self.submit(ask)
 
     async def _write(self, items: list[Item]) -> None:
         tick = Tick(items, self._dialect, self._usage, self._held, self._known, self._written)

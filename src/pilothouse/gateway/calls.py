@@ -297,11 +297,14 @@ class Gateway:
         if not call.budgets and not limits:  # the budgets were read once, by _downgrade
             return
         now = self._svc.clock.now()  # the reservation's instant (read once: it costs)
+        ledger = self._ledger
         try:
             amount, tokens = self._worst_case(call, call.model)
-            call.reservation = await self._ledger.reserve(
+            ask = ledger.ask(
                 call.budgets, call.request_id, amount, call_context(call), limits, tokens, now
             )
+            await ledger.decide(ask)
+            call.reservation = ledger.reserved(ask)
         except BudgetExceeded as exc:
             raise CallRefused(exc.status, exc.code, exc.message, details=exc.details) from exc
         except RateLimited as exc:

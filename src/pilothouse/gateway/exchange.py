@@ -119,9 +119,10 @@ def call_context(call: Call) -> CallContext:
     are ``budgets.ledger.ORPHANED_ROW``'s)."""
     principal = call.principal
     assert principal is not None
-    attributed = call.attribution or attribution(call)
+    fields = _principal_fields(principal)
+    attributed = call.attribution or attribution(call, fields)
     return CallContext(
-        _principal_fields(principal),
+        fields,
         attributed["client_session"],
         attributed["endpoint"],
         call.alias[:200],
@@ -130,14 +131,15 @@ def call_context(call: Call) -> CallContext:
     )
 
 
-def attribution(call: Call) -> dict[str, Any]:
+def attribution(call: Call, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The fields of the call's usage row that its principal and request decide (made once a
-    call: a budgeted call's reservation context takes from it too)."""
+    call: a budgeted call's reservation context takes from it too); ``fields``, the
+    principal's, if the caller has them already."""
     principal = call.principal
     assert principal is not None
     call.attribution = {
         "request_id": call.request_id,
-        **_principal_fields(principal),
+        **(fields if fields is not None else _principal_fields(principal)),
         "client_session": client_session(call.headers),
         "endpoint": call.endpoint[-40:],
     }

@@ -97,8 +97,12 @@ class GroupCommit(Generic[T]):
         ``drained`` waits for it."""
         if self._task is None or self._loop is None:
             raise StoreUnavailable(f"the {self.name} writer is not running")
+        if not self.lazy_seconds:  # nothing is ever held: straight to the queue (per call)
+            self._pending.append((item, None))
+            self._wake.set()
+            return
         self._lazies.append((item, None))
-        if not self.lazy_seconds or len(self._lazies) >= self.lazy_batch:
+        if len(self._lazies) >= self.lazy_batch:
             self._release()
         elif self._lazy is None:
             self._lazy = self._loop.call_later(self.lazy_seconds, self._release)
