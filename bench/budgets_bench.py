@@ -249,22 +249,12 @@ def main(argv: Sequence[str]) -> int:
         with contextlib.ExitStack() as stack:
             upstream = tg.start_upstream(stack, workdir, opts.load_cpu, 0.0)
             servers: dict[str, tuple[tg.Target, int]] = {}
-            for store, plain, other, _ in compared:
+            for _store, plain, other, _ in compared:
                 for name in (plain, other):
                     if name in servers:
                         continue
-                    url = None
-                    if store == "postgresql":
-                        url = stack.enter_context(tg.bench_database(opts.postgres, name))
-                    target = tg.start_pilothouse(
-                        stack,
-                        workdir,
-                        opts.proxy_cpu,
-                        upstream.port,
-                        name=name,
-                        database_url=url,
-                        budgets=name.endswith("-budgets"),
-                        wait=tg.WAITS.get(name),
+                    target = tg.start_named(
+                        stack, workdir, opts.proxy_cpu, upstream.port, name, opts.postgres
                     )
                     servers[name] = (target, sanity_check(target))
                     print(f"- `{name}`: {target.what}")

@@ -212,20 +212,15 @@ def main(argv: Sequence[str]) -> int:
             upstream = tg.start_upstream(stack, workdir, opts.load_cpu, 0.0)
             servers: list[tg.Target] = []
             for name in names:
-                url = None
-                if opts.store == "postgresql":
-                    url = stack.enter_context(tg.bench_database(opts.postgres, name))
                 wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--cache-sim=yes"]
                 wrapper.append(f"--callgrind-out-file={dumps}/{name}.%p.out")
-                target = tg.start_pilothouse(
+                target = tg.start_named(
                     stack,
                     workdir,
                     opts.proxy_cpu,
                     upstream.port,
-                    name=name,
-                    database_url=url,
-                    budgets=name.endswith("-budgets"),
-                    wait=tg.WAITS.get(name),
+                    name,
+                    opts.postgres,
                     wrapper=wrapper,
                     settings_env=QUIET,
                     ready_timeout=READY_TIMEOUT_S,

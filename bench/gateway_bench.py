@@ -523,20 +523,14 @@ def start_targets(
             elif name == "floor":
                 target = tg.start_floor(stack, workdir, opts.proxy_cpu, upstream.port)
             elif name.startswith("pilothouse"):
-                url = None
-                if name.startswith("pilothouse-pg"):
-                    assert opts.postgres is not None
-                    url = stack.enter_context(tg.bench_database(opts.postgres, name))
-                target = tg.start_pilothouse(
+                target = tg.start_named(
                     stack,
                     workdir,
                     opts.proxy_cpu,
                     upstream.port,
-                    name=name,
-                    database_url=url,
+                    name,
+                    opts.postgres,
                     gc_freeze=name == "pilothouse-gcfreeze",
-                    budgets=name.endswith("-budgets"),
-                    wait=tg.WAITS.get(name),
                 )
             else:
                 venv = tg.litellm_venv(

@@ -551,6 +551,37 @@ def start_pilothouse(
     )
 
 
+def start_named(
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    cpu: int,
+    upstream_port: int,
+    name: str,
+    postgres: str | None,
+    **options: Any,
+) -> Target:
+    """The Pilothouse bench server ``name`` says: a ``pilothouse-pg*`` one on a database of its
+    own on the PostgreSQL server ``postgres``, a ``*-budgets`` one with hard budgets on four
+    scopes, a floor of ``WAITS`` waiting as its name says; ``options`` go to
+    ``start_pilothouse``."""
+    url = None
+    if name.startswith("pilothouse-pg"):
+        if postgres is None:
+            raise TargetUnavailable(f"{name}: needs a PostgreSQL server (--postgres)")
+        url = stack.enter_context(bench_database(postgres, name))
+    return start_pilothouse(
+        stack,
+        workdir,
+        cpu,
+        upstream_port,
+        name=name,
+        database_url=url,
+        budgets=name.endswith("-budgets"),
+        wait=WAITS.get(name),
+        **options,
+    )
+
+
 # --- LiteLLM ----------------------------------------------------------------------------------
 
 
