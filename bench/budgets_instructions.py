@@ -3,7 +3,7 @@
 ``budgets_bench.py`` answers the budgets issue's question in milliseconds, but on these shared
 machines two runs of one build differ by 0.3-0.5 ms, as much as the changes being tried. The
 instructions a server executes per call hardly move from run to run: each Pilothouse server
-here runs under callgrind (``--instr-atstart=no``: at near full speed until counted), is warmed
+here runs under callgrind (``--instr-atstart=no``: not instrumented until counted), is warmed
 up, and then, one server at a time, counted while the load generator drives it for
 ``--seconds`` (``callgrind_control -i on``, then ``-d``, then ``-i off``). Rounds alternate the
 servers' order.
@@ -16,7 +16,9 @@ answers 20 to 30 calls a second, so a ledger tick carries a few calls rather tha
 fixed cost weighs more per call), and work done every so many seconds would weigh a hundred
 times more per call than at full speed (one alert check, every 5 s by default, counted as
 40,000 instructions a call), so here it all runs at most hourly (``QUIET``): the alert check,
-the key cache's re-reads, the last-used flush, the reservations' renewal and sweep.
+the key cache's re-reads, the last-used flush, the reservations' renewal and sweep. And a
+budgeted call's settlement is written after its reply: for the last calls of a window (a tick
+or two of the few hundred calls counted) it falls outside the count.
 
     .venv/bin/python bench/budgets_instructions.py [--store sqlite|postgresql] [--postgres URL]
         [--mode stream|non-stream] [--seconds 15] [--rounds 2] [--floor]
