@@ -30,6 +30,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -327,14 +328,7 @@ class Ledger:
             LimitState(r.hit.kind, r.hit.limit, count, r.reset_at)
             for r, count in zip(ask.rates, ask.counts, strict=True)
         )
-        return Reservation(
-            held.request_id,
-            held.amount_picos,
-            held.charges,
-            held.rate_charges,
-            states,
-            held.holds_slot,
-        )
+        return replace(held, limits=states)
 
     def _shape(
         self,
