@@ -21,7 +21,7 @@ from pilothouse.budgets.contexts import (
 from pilothouse.budgets.ledger import Ledger
 from pilothouse.budgets.model import Window, epoch, window_start
 from pilothouse.budgets.tables import budget_contexts, budget_reservations
-from pilothouse.gateway.exchange import _principal_fields
+from pilothouse.gateway.exchange import principal_fields
 from pilothouse.services import Services
 from tests.budgets.test_ledger import (
     PICOS,
@@ -158,7 +158,7 @@ async def test_an_orphan_s_row_is_written_from_its_context_and_its_time(
     ledger = services.ledger
     assert ledger is not None
     principal = await services.authenticator.authenticate(bearer(session["key"]["token"]))
-    call = CallContext(_principal_fields(principal), None, "/v1/chat/completions", "demo", None, 0)
+    call = CallContext(principal_fields(principal), None, "/v1/chat/completions", "demo", None, 0)
     applicable = await ledger.book.applicable(principal)
     reserved_at = clock.now()
     await ledger.reserve(applicable, "req_orphaned", 5000, call)
@@ -192,10 +192,10 @@ async def test_a_reservation_whose_context_is_gone_is_left_counted_and_logged(
 
 def test_the_context_keeps_every_field_the_principal_decides() -> None:
     """``CallContext.of_row`` and the sweeper take exactly the fields the gateway fills in
-    from a principal (``gateway.exchange._principal_fields``)."""
+    from a principal (``gateway.exchange.principal_fields``)."""
     from pilothouse.identity.principal import KeyKind, Principal
 
-    fields = _principal_fields(Principal("org_1", "key_1", KeyKind.SERVICE, "phs_1"))
+    fields = principal_fields(Principal("org_1", "key_1", KeyKind.SERVICE, "phs_1"))
     assert tuple(fields) == PRINCIPAL_FIELDS
 
 

@@ -10,7 +10,7 @@ import pytest
 from pilothouse.budgets.contexts import Context
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import Budget, Enforcement, ScopeKind, Window
-from pilothouse.budgets.reserve import Ask, BudgetKey, Counter, RateAsk, Reservation, decide
+from pilothouse.budgets.reserve import Ask, BudgetKey, Counter, RateAsk, decide
 from pilothouse.errors import BudgetExceeded, RateLimited
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -26,8 +26,7 @@ CONTEXT = Context("ctx_test", "{}")  # deciding does not read it
 
 def ask(request_id: str, charged: list[tuple[Budget, BudgetKey]], amount: int) -> Ask:
     keys = tuple(key for _, key in charged)
-    held = Reservation(request_id, amount, keys)
-    return Ask(request_id, amount, charged, [], (), NOW, held, CONTEXT)
+    return Ask(request_id, amount, keys, (), (), False, charged, [], (), NOW, CONTEXT)
 
 
 def counters(org: int = 0, project: int = 0) -> dict[BudgetKey, Counter]:

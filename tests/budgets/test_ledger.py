@@ -29,7 +29,6 @@ from pilothouse.budgets.writer import (
     READ_POSTGRES,
     READ_RATE_COUNTERS_POSTGRES,
     WRITE_POSTGRES,
-    Ended,
     _flags,
     _numbered,
     _numbers,
@@ -416,20 +415,27 @@ async def test_a_call_shape_s_counters_and_context_are_worked_out_once_a_day_and
     ledger, budget, applicable = await _project_budget(services, api, PICOS)
     call = of(await _usage_row(services, "req_shape", 0))
     evening = datetime(2026, 11, 24, 23, 59, tzinfo=UTC)
-    first = ledger.ask(applicable, "req_s1", 1, call, now=evening)
-    again = ledger.ask(applicable, "req_s2", 1, call, now=evening + timedelta(seconds=30))
-    assert first.held.charges == ((budget, epoch(datetime(2026, 11, 24, tzinfo=UTC))),)
-    assert again.held.charges is first.held.charges  # one tuple: a tick sums them as one
+    first = ledger.ask(applicable, "req_s1", 1, call.fields, call.shape, now=evening)
+    again = ledger.ask(
+        applicable, "req_s2", 1, call.fields, call.shape, now=evening + timedelta(seconds=30)
+    )
+    assert first.charges == ((budget, epoch(datetime(2026, 11, 24, tzinfo=UTC))),)
+    assert again.charges is first.charges  # one tuple: a tick sums them as one
     assert again.context is first.context
-    morning = ledger.ask(applicable, "req_s3", 1, call, now=evening + timedelta(minutes=1))
-    assert morning.held.charges == ((budget, epoch(datetime(2026, 11, 25, tzinfo=UTC))),)
+    morning = ledger.ask(
+        applicable, "req_s3", 1, call.fields, call.shape, now=evening + timedelta(minutes=1)
+    )
+    assert morning.charges == ((budget, epoch(datetime(2026, 11, 25, tzinfo=UTC))),)
     assert morning.context.id != first.context.id  # the context names the counters
+    back = ledger.ask(applicable, "req_s5", 1, call.fields, call.shape, now=evening)
+    # An injected clock moved back: the evening's counters and context again.
+    assert back.charges == first.charges and back.context.id == first.context.id
     monthly = Budget(
         "bud_month", services.root_org_id, "m", ScopeKind.PROJECT, "ledger", Window.MONTH, 5,
         Enforcement.HARD,
     )  # fmt: skip
-    wider = ledger.ask((*applicable, monthly), "req_s4", 1, call, now=evening)
-    assert wider.held.charges == (  # in id order, the order a tick locks them in
+    wider = ledger.ask((*applicable, monthly), "req_s4", 1, call.fields, call.shape, now=evening)
+    assert wider.charges == (  # in id order, the order a tick locks them in
         ("bud_month", epoch(datetime(2026, 11, 1, tzinfo=UTC))),
         (budget, epoch(datetime(2026, 11, 24, tzinfo=UTC))),
     )
@@ -451,6 +457,31 @@ async def test_settling_twice_counts_once(services: Services, api: Api) -> None:
     await services.ledger.record(row, reservation)
     assert await counter(services, budget) == {"spent_picos": 777, "reserved_picos": 0, "calls": 1}
     assert len(await rows(services)) == 1
+
+
+async def test_a_request_id_that_needs_escaping_reserves_and_settles(
+    services: Services, api: Api
+) -> None:
+    """The gateway's request ids need no escaping in the reservation row's JSON or the tick's
+    array literals, and are written as they are; any other id is escaped (the settlement and
+    the sweep find it again by the id as given)."""
+    ledger, budget, applicable = await _project_budget(services, api, PICOS)
+    warm = await _usage_row(services, "req_warm", cost=0)  # the counter made, as by calls before
+    await ledger.record(warm, await ledger.reserve(applicable, "req_warm", 1000, of(warm)))
+    optimism = ledger._writer.optimism
+    hits = optimism.hits
+    odd = 'req-"odd\\id\u00e9'
+    row = await _usage_row(services, odd, cost=300)
+    reservation = await ledger.reserve(applicable, odd, 1000, of(row))
+    async with services.store.read() as conn:
+        held = await conn.scalar(select(budget_reservations.c.request_id))
+    assert held == odd
+    await ledger.record(row, reservation)
+    if services.store.dialect == "postgresql":  # the one statement, with its array literals
+        assert optimism.hits == hits + 2
+    assert await reservations(services) == 0
+    assert sorted(r["request_id"] for r in await rows(services)) == [odd, "req_warm"]
+    assert await counter(services, budget) == {"spent_picos": 300, "reserved_picos": 0, "calls": 2}
 
 
 async def test_a_request_id_reserved_twice_fails_its_tick_and_changes_nothing(
@@ -874,7 +905,7 @@ async def test_a_settlement_that_fails_after_the_reply_leaves_the_call_to_the_sw
     write = writer._write
 
     async def failing(items: list[Any]) -> None:
-        if any(isinstance(i, Ended) for i in items):
+        if any(isinstance(i, tuple) for i in items):  # an ended call (``writer.Ended``)
             raise StoreUnavailable("the store went away")
         await write(items)
 

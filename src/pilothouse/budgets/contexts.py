@@ -30,7 +30,7 @@ import orjson
 
 from pilothouse.budgets.reserve import BudgetKey
 
-# The usage-row fields a principal decides (``gateway.exchange._principal_fields``).
+# The usage-row fields a principal decides (``gateway.exchange.principal_fields``).
 PRINCIPAL_FIELDS = (
     "org_id",
     "session_id",
@@ -51,6 +51,12 @@ MEMO_MAX = 10_000  # call shapes kept (``Ledger.ask``), and contexts' writes (``
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+CallShape = tuple[str | None, str, str, str | None, int]
+"""A call's shape, as the gateway hands it to ``Ledger.ask`` for every budgeted call (a plain
+tuple: a ``CallContext`` costs five times as much to make): ``CallContext``'s fields after the
+principal's."""
+
+
 class CallContext(NamedTuple):
     """What a reservation keeps of its call's usage row besides the request id and the time:
     the principal's fields (one mapping per principal, made once) and the call's shape."""
@@ -61,6 +67,17 @@ class CallContext(NamedTuple):
     model_alias: str
     downgraded_from: str | None
     stream: int
+
+    @property
+    def shape(self) -> CallShape:
+        """The call's shape (``CallShape``)."""
+        return (
+            self.client_session,
+            self.endpoint,
+            self.model_alias,
+            self.downgraded_from,
+            self.stream,
+        )
 
     @classmethod
     def of_row(cls, row: Mapping[str, Any]) -> CallContext:

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +42,7 @@ from pilothouse.budgets.contexts import (
     KEEP_SECONDS,
     MEMO_MAX,
     CallContext,
+    CallShape,
     Context,
     created_at,
     make,
@@ -50,6 +50,7 @@ from pilothouse.budgets.contexts import (
 )
 from pilothouse.budgets.limits import LimitHit, LimitKind
 from pilothouse.budgets.model import (
+    SECONDS_A_DAY,
     Budget,
     Window,
     applies,
@@ -74,7 +75,7 @@ from pilothouse.budgets.tables import (
     budgets,
     rate_counters,
 )
-from pilothouse.budgets.writer import Ended, LedgerWriter
+from pilothouse.budgets.writer import LedgerWriter
 from pilothouse.clock import Clock
 from pilothouse.errors import RateLimited
 from pilothouse.gateway.tables import usage_records
@@ -186,6 +187,9 @@ class Ledger:
         # Per call shape (``ask``): its fields and budgets, the day's window starts, and what
         # they give (the counters charged and the context), kept by the objects' identities.
         self._shapes: dict[tuple[Any, ...], Shaped] = {}
+        # The UTC day of the last reservation: its first second, the next day's, and its
+        # windows' starts (``window_epochs``, the one object a day the memos check).
+        self._today: tuple[int, int, dict[Window, int]] = (0, 0, {})
         self._writer = LedgerWriter(store)
         # Have the writer decide an ask, durably: the awaitable returns once its tick committed
         # (``ask.refusal`` says if refused; a caller gone meanwhile: the writer releases what
@@ -218,7 +222,7 @@ class Ledger:
         marked estimated, if this process dies before the tick commits (invariant 3). If the
         tick fails, the writer logs it and the reservation is left to the sweeper likewise.
         ``settled`` waits for it."""
-        self._writer.enqueue(Ended(row, reservation))
+        self._writer.enqueue((row, reservation))
 
     def settled(self) -> Coroutine[Any, Any, None]:
         """Wait until every usage row and settlement queued here so far has been written (or
@@ -245,7 +249,9 @@ class Ledger:
         default) decides the windows and the minute. (``ask``, ``decide`` and ``reserved`` in
         turn: the gateway calls those three itself, one coroutine fewer a call.)
         """
-        ask = self.ask(applicable, request_id, amount_picos, call, limits, tokens, now)
+        ask = self.ask(
+            applicable, request_id, amount_picos, call.fields, call.shape, limits, tokens, now
+        )
         await self.decide(ask)
         return self.reserved(ask)
 
@@ -254,17 +260,23 @@ class Ledger:
         applicable: Sequence[Budget],
         request_id: str,
         amount_picos: int,
-        call: CallContext,
+        fields: Mapping[str, Any],
+        shape: CallShape,
         limits: Sequence[LimitHit] = (),
         tokens: int = 0,
         now: datetime | None = None,
     ) -> Ask:
-        """The request ``reserve`` hands the writer, and the reservation it holds if admitted."""
+        """The request ``reserve`` hands the writer, which is also the reservation it holds if
+        admitted, for a call by the principal whose usage-row fields are ``fields`` (one
+        mapping per principal) shaped ``shape``."""
         if now is None:
             now = self._clock.now()
-        starts, minute, seconds = window_epochs(now)
-        fields = call.fields
-        key = (id(fields), id(applicable), *call[1:])
+        seconds = int(now.timestamp())
+        today = self._today
+        if not today[0] <= seconds < today[1]:  # a new UTC day (or an injected clock's jump)
+            today = self._today = _day_of(now, seconds)
+        starts = today[2]
+        key = (id(fields), id(applicable), shape)
         shaped = self._shapes.get(key)
         # Made anew for other objects of the same ids, and on a new UTC day (new ``starts``).
         if (
@@ -273,31 +285,28 @@ class Ledger:
             or shaped[1] is not applicable
             or shaped[2] is not starts
         ):
-            shaped = self._shape(key, call, applicable, starts)
+            shaped = self._shape(key, CallContext(fields, *shape), applicable, starts)
         budgets_asked, charges, context = shaped[3]
         rates: list[RateAsk] = []
         rate_charges: tuple[RateCharge, ...] = ()
         rate_json = "[]"
         if limits:
-            rates = _rate_asks(limits, call.fields["org_id"], minute, tokens)
+            rates = _rate_asks(limits, fields["org_id"], seconds - seconds % 60, tokens)
             rate_charges = tuple(RateCharge(r.key, r.amount, r.hit.kind) for r in rates)
             rate_json = orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
         # The budget_reservations row. SQLite binds it as it is, a tuple in the table's column
-        # order (``RESERVATION_COLUMNS``); PostgreSQL reads it from a JSON object, made here in
-        # one go, so that a tick only joins its calls' objects.
+        # order (``RESERVATION_COLUMNS``); PostgreSQL reads it from a JSON object, made here
+        # (an f-string: every value is a number, a JSON array or a string that needs no
+        # escaping, which ``_json_string`` checks of the one given), so that a tick only joins
+        # its calls' objects.
         created_us = seconds * 1_000_000 + now.microsecond
         row: tuple[Any, ...] | str
         if self._postgres:
-            row = orjson.dumps(
-                {
-                    "request_id": request_id,
-                    "amount_picos": amount_picos,
-                    "context_id": context.id,
-                    "rate_charges": orjson.Fragment(rate_json),
-                    "created_us": created_us,
-                    "expires_at": seconds + self._ttl,
-                }
-            ).decode()
+            row = (
+                f'{{"request_id":{_json_string(request_id)},"amount_picos":{amount_picos},'
+                f'"context_id":"{context.id}","rate_charges":{rate_json},'
+                f'"created_us":{created_us},"expires_at":{seconds + self._ttl}}}'
+            )
         else:
             row = (
                 request_id,
@@ -307,28 +316,32 @@ class Ledger:
                 created_us,
                 seconds + self._ttl,
             )
-        held = Reservation(
+        return Ask(
             request_id,
             amount_picos,
             charges,
             rate_charges,
-            holds_slot=bool(rate_charges) and holds_slot(rate_charges),
+            (),
+            bool(rate_charges) and holds_slot(rate_charges),
+            budgets_asked,
+            rates,
+            row,
+            now,
+            context,
         )
-        return Ask(request_id, amount_picos, budgets_asked, rates, row, now, held, context)
 
     def reserved(self, ask: Ask) -> Reservation:
-        """What ``ask``, decided, reserved (kept alive from now on); raises its refusal."""
+        """What ``ask``, decided, reserved (kept alive from now on): ``ask`` itself, with the
+        rate limits as they stood once it was admitted; raises its refusal."""
         if ask.refusal is not None:
             raise ask.refusal
-        held = ask.held
-        self._live.add(held.request_id)
-        if not ask.rates:
-            return held
-        states = tuple(
-            LimitState(r.hit.kind, r.hit.limit, count, r.reset_at)
-            for r, count in zip(ask.rates, ask.counts, strict=True)
-        )
-        return replace(held, limits=states)
+        self._live.add(ask.request_id)
+        if ask.rates:
+            ask.limits = tuple(
+                LimitState(r.hit.kind, r.hit.limit, count, r.reset_at)
+                for r, count in zip(ask.rates, ask.counts, strict=True)
+            )
+        return ask
 
     def _shape(
         self,
@@ -490,6 +503,20 @@ class Ledger:
 
 def _by_id(budget: Budget) -> str:
     return budget.id
+
+
+def _day_of(now: datetime, seconds: int) -> tuple[int, int, dict[Window, int]]:
+    """The UTC day ``now`` (``seconds`` since the epoch) falls in, as ``Ledger._today``."""
+    day = seconds - seconds % SECONDS_A_DAY
+    return day, day + SECONDS_A_DAY, window_epochs(now)[0]
+
+
+def _json_string(text: str) -> str:
+    """``text`` as a JSON string: quoted as it is if nothing in it needs escaping (a request
+    id the gateway made), else by orjson."""
+    if text.isascii() and text.isidentifier():
+        return f'"{text}"'
+    return orjson.dumps(text).decode()
 
 
 def _rate_asks(limits: Sequence[LimitHit], org_id: str, minute: int, tokens: int) -> list[RateAsk]:

@@ -9,7 +9,7 @@ counters, calls ``decide``, and writes the outcome in the same transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -64,16 +64,20 @@ class LimitState:
 
 @dataclass(slots=True)  # not frozen: made for every budgeted call, and frozen costs 4x that
 class Reservation:
-    """What was reserved for one call, to settle when it ends (never changed once made)."""
+    """What was reserved for one call, to settle when it ends (its limits set once, when it is
+    admitted; nothing else changed once made). A call's is its ``Ask`` itself: one object a
+    call, not two."""
 
+    # Every field positional, none defaulted: an ``Ask``, made for every budgeted call, is made
+    # positionally (keywords cost twice as much).
     request_id: str
     amount_picos: int
     charges: tuple[BudgetKey, ...]
-    rate_charges: tuple[RateCharge, ...] = ()
-    limits: tuple[LimitState, ...] = ()
+    rate_charges: tuple[RateCharge, ...]
+    limits: tuple[LimitState, ...]
     # Whether the call holds a slot of a concurrent-calls limit, which its settlement gives
     # back (``holds_slot(rate_charges)``: a field, not a property, read once for every call).
-    holds_slot: bool = False
+    holds_slot: bool
 
 
 def holds_slot(rate_charges: Sequence[RateCharge]) -> bool:
@@ -141,20 +145,18 @@ class RateAsk:
 
 
 @dataclass(slots=True)
-class Ask:
-    """One call's reservation request, and what the batch decided."""
+class Ask(Reservation):
+    """One call's reservation request and what the batch decided; once admitted, the call's
+    reservation (what it settles or releases)."""
 
-    request_id: str
-    amount_picos: int
     budgets: list[tuple[Budget, BudgetKey]]
     rates: list[RateAsk]
     # The budget_reservations row: a tuple in RESERVATION_COLUMNS' order (SQLite), or a JSON
-    # object (PostgreSQL: ``Ledger.reserve``).
+    # object (PostgreSQL: ``Ledger.ask``).
     row: tuple[Any, ...] | str
     now: datetime
-    held: Reservation  # what to settle or release if admitted
-    context: Context  # the row's context, which the tick writes if the writer has not yet
-    counts: list[int] = field(default_factory=list)  # each rate counter once admitted
+    context: Context  # which the tick writes if the writer has not yet
+    counts: Sequence[int] = ()  # each rate counter once admitted (``decide`` sets a list)
     refusal: PilothouseError | None = None
 
 
@@ -180,13 +182,13 @@ def decide(asks: Sequence[Ask], spent: dict[BudgetKey, Counter], rates: dict[str
     if _all_fit(asks, spent):
         return
     for ask in asks:
-        ask.counts = []  # a transaction run again decides again
+        ask.counts = counts = []  # a transaction run again decides again
         ask.refusal = refusal = _refusal(ask, spent, rates)
         if refusal is not None:
             continue
         for rate in ask.rates:
             rates[rate.key] += rate.amount
-            ask.counts.append(rates[rate.key])
+            counts.append(rates[rate.key])
         amount = ask.amount_picos
         for _, key in ask.budgets:
             counter = spent.get(key)

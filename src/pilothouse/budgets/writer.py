@@ -86,16 +86,10 @@ from pilothouse.store.bulk import OwnWriter, RowInsert, numbered
 from pilothouse.store.engine import Store
 from pilothouse.store.group import GroupCommit
 
-
-@dataclass(slots=True)  # not frozen: made for every call, and frozen costs 4x that
-class Ended:
-    """A call that ended: its usage row (None if it was never forwarded: a release) and what
-    was reserved for it."""
-
-    row: dict[str, Any] | None
-    reservation: Reservation | None
-
-
+Ended = tuple[dict[str, Any] | None, Reservation | None]
+"""A call that ended: its usage row (None if it was never forwarded: a release) and what was
+reserved for it (None for a call under no budget or limit); a plain tuple, made for every
+call."""
 Item = Ask | Ended
 
 
@@ -316,7 +310,7 @@ class Tick:
         self._held = held
         self._known = known
         self.asks = [item for item in items if isinstance(item, Ask)]
-        self.ended = [item for item in items if isinstance(item, Ended)]
+        self.ended = [item for item in items if not isinstance(item, Ask)]
         self.created: list[BudgetKey] = []  # counters made (or found) by this tick
         # The contexts of the new reservations this writer has not written (within the hour),
         # and the time the tick writes them with.
@@ -337,7 +331,7 @@ class Tick:
         return (
             self._dialect != "postgresql"
             or bool(self.asks)
-            or any(e.reservation is not None for e in self.ended)
+            or any(reservation is not None for _, reservation in self.ended)
         )
 
     def steps(self) -> Generator[Step, Any, None]:
@@ -454,6 +448,8 @@ class Tick:
         """The optimistic statement was written: every call is admitted, and each rate counter
         it took was, once it took it, ``rate_counts`` (as the statement left it) less what the
         calls after it took."""
+        if not rate_counts:  # no call took a rate limit's slot: none has counts to be told
+            return
         later = dict(rate_counts)
         for ask in reversed(self.asks):
             ask.refusal = None
@@ -466,12 +462,9 @@ class Tick:
     def _ending(self) -> tuple[Ending, list[dict[str, Any]]]:
         """The reservations the tick ends (by request id, with their usage rows) and the usage
         rows it inserts."""
-        ending = {
-            e.reservation.request_id: (e.row, e.reservation)
-            for e in self.ended
-            if e.reservation is not None
-        }
-        return ending, [e.row for e in self.ended if e.row is not None]
+        ended = self.ended
+        ending = {r.request_id: (row, r) for row, r in ended if r is not None}
+        return ending, [row for row, _ in ended if row is not None]
 
     def _read_sqlite(
         self,
@@ -554,11 +547,18 @@ def _json(values: list[Any]) -> str:
     return orjson.dumps(values, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+# List comprehensions, not generators, in these three: one frame a tick, not one a value.
 def _texts(values: list[str]) -> str:
     """A PostgreSQL array literal of strings (each quoted, its quotes and backslashes escaped)."""
-    # List comprehensions, not generators, in these three: one frame a tick, not one a value.
-    quoted = [v.replace("\\", "\\\\").replace('"', '\\"') for v in values]
-    return '{"' + '","'.join(quoted) + '"}' if values else "{}"
+    if not values:
+        return "{}"
+    joined = '","'.join(values)
+    # Escaped only if a value holds a quote or a backslash (a request id never does): the
+    # joined text then has more quotes than its separators' (two scans in C, not two
+    # replacements a value in Python).
+    if "\\" in joined or joined.count('"') != 2 * (len(values) - 1):
+        joined = '","'.join([v.replace("\\", "\\\\").replace('"', '\\"') for v in values])
+    return '{"' + joined + '"}'
 
 
 def _numbers(values: list[int | None]) -> str:
@@ -702,11 +702,11 @@ class LedgerWriter(GroupCommit[Item]):
     ) -> Coroutine[Any, Any, None]:
         """Write a call's usage ``row``, settling its ``reservation`` to the row's cost; the
         awaitable returns once committed (raises StoreUnavailable if not)."""
-        return self.submit(Ended(row, reservation))
+        return self.submit((row, reservation))
 
     def release(self, reservation: Reservation) -> Coroutine[Any, Any, None]:
         """Give back the reservation of a call that was never forwarded (no usage row)."""
-        return self.submit(Ended(None, reservation))
+        return self.submit((None, reservation))
 
     async def _write(self, items: list[Item]) -> None:
         tick = Tick(items, self._dialect, self._usage, self._held, self._known, self._written)
@@ -751,7 +751,7 @@ class LedgerWriter(GroupCommit[Item]):
         # will never be forwarded: give back what was admitted, now, not at its expiry.
         for item in items:
             if isinstance(item, Ask) and item.refusal is None:
-                self._enqueue(Ended(None, item.held))
+                self._enqueue((None, item))
 
     async def _close(self) -> None:
         await self._writer.close()

@@ -35,9 +35,10 @@ from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.exchange import (
     Call,
     CallRefused,
-    call_context,
     call_record,
+    call_shape,
     elapsed_ms,
+    principal_fields,
     reply_error,
     start_message,
     uncancel,
@@ -293,15 +294,18 @@ class Gateway:
         """Reserve the call's worst-case cost on every budget it counts against (fail closed:
         a budget that cannot be read or written refuses the call)."""
         assert call.principal is not None and call.model is not None
-        limits = limits_for(self._svc.settings.rate_limits, call.principal)
+        configs = self._svc.settings.rate_limits
+        limits = limits_for(configs, call.principal) if configs else ()
         if not call.budgets and not limits:  # the budgets were read once, by _downgrade
             return
         now = self._svc.clock.now()  # the reservation's instant (read once: it costs)
         ledger = self._ledger
         try:
             amount, tokens = self._worst_case(call, call.model)
+            fields = principal_fields(call.principal)
+            shape = call_shape(call, fields)
             ask = ledger.ask(
-                call.budgets, call.request_id, amount, call_context(call), limits, tokens, now
+                call.budgets, call.request_id, amount, fields, shape, limits, tokens, now
             )
             await ledger.decide(ask)
             call.reservation = ledger.reserved(ask)

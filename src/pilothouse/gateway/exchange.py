@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import Message, Receive, Send
 
-from pilothouse.budgets.contexts import CallContext
+from pilothouse.budgets.contexts import CallShape
 from pilothouse.budgets.model import Budget
 from pilothouse.budgets.reserve import Reservation
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
@@ -112,17 +112,14 @@ def usage_row(
     }
 
 
-def call_context(call: Call) -> CallContext:
-    """What a budgeted call's reservation keeps of its usage row besides its request id and
-    time: the principal's fields (one mapping per principal) and the call's shape, known before
-    it is forwarded. If its process stops, the sweeper writes the row from these (the rest
-    are ``budgets.ledger.ORPHANED_ROW``'s)."""
-    principal = call.principal
-    assert principal is not None
-    fields = _principal_fields(principal)
+def call_shape(call: Call, fields: Mapping[str, Any]) -> CallShape:
+    """What a budgeted call's reservation keeps of its usage row besides its request id, time
+    and the principal's ``fields``: the call's shape, known before it is forwarded. If its
+    process stops, the sweeper writes the row from these (the rest are
+    ``budgets.ledger.ORPHANED_ROW``'s). Makes the call's attribution, which its usage row
+    takes too."""
     attributed = call.attribution or attribution(call, fields)
-    return CallContext(
-        fields,
+    return (
         attributed["client_session"],
         attributed["endpoint"],
         call.alias[:200],
@@ -139,20 +136,20 @@ def attribution(call: Call, fields: Mapping[str, Any] | None = None) -> dict[str
     assert principal is not None
     call.attribution = {
         "request_id": call.request_id,
-        **(fields if fields is not None else _principal_fields(principal)),
+        **(fields if fields is not None else principal_fields(principal)),
         "client_session": client_session(call.headers),
         "endpoint": call.endpoint[-40:],
     }
     return call.attribution
 
 
-_principal_fields_made: IdentityMemo[dict[str, Any]] = IdentityMemo()
+principal_fields_made: IdentityMemo[dict[str, Any]] = IdentityMemo()
 
 
-def _principal_fields(principal: Principal) -> dict[str, Any]:
+def principal_fields(principal: Principal) -> dict[str, Any]:
     """The usage row's fields its principal decides (made once per principal: one object per
     key record, see ``Authenticator``)."""
-    found = _principal_fields_made.get(principal)
+    found = principal_fields_made.get(principal)
     if found is not None:
         return found
     session = principal.session
@@ -168,7 +165,7 @@ def _principal_fields(principal: Principal) -> dict[str, Any]:
         "skills": json.dumps(list(session.skills) if session else []),
         "plugins": json.dumps(list(session.plugins) if session else []),
     }
-    return _principal_fields_made.put(principal, fields)
+    return principal_fields_made.put(principal, fields)
 
 
 def call_record(call: Call, row: dict[str, Any], usage: Usage) -> CallRecord:
