@@ -21,7 +21,7 @@ budgeted call's settlement is written after its reply: for the last calls of a w
 or two of the few hundred calls counted) it falls outside the count.
 
     .venv/bin/python bench/budgets_instructions.py [--store sqlite|postgresql] [--postgres URL]
-        [--mode stream|non-stream] [--seconds 15] [--rounds 2] [--floor]
+        [--mode stream|non-stream] [--seconds 15] [--rounds 2] [--floor] [--keep-dumps DIR]
 
 Needs ``valgrind`` (``apt-get install -y valgrind``).
 """
@@ -193,6 +193,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=5.0, help="uncounted seconds a server")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--floor", action="store_true", help="also the store's floor server")
+    parser.add_argument(
+        "--keep-dumps",
+        type=Path,
+        default=None,
+        help="copy callgrind's dumps here (one per counted window: callgrind_annotate reads them)",
+    )
     parser.add_argument("--proxy-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     return parser.parse_args(argv)
@@ -244,6 +250,10 @@ def main(argv: Sequence[str]) -> int:
                         flush=True,
                     )
                     time.sleep(1.0)  # the dump is written before the next window starts
+            if opts.keep_dumps is not None:  # for callgrind_annotate: which functions count
+                opts.keep_dumps.mkdir(parents=True, exist_ok=True)
+                for dump in dumps.iterdir():
+                    shutil.copy2(dump, opts.keep_dumps / dump.name)
     print(f"\n### Instructions per call, {opts.store}, {opts.mode}, c={opts.concurrency}\n")
     print(report(counts, names[0]))
     return 0

@@ -36,6 +36,8 @@ from pilothouse.budgets.writer import (
 )
 from pilothouse.errors import BudgetExceeded, StoreUnavailable
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
+from pilothouse.gateway.exchange import Call
+from pilothouse.gateway.providers.base import WireFormat
 from pilothouse.gateway.tables import usage_records
 from pilothouse.gateway.usage_rows import dollars
 from pilothouse.identity.tables import agent_sessions
@@ -439,6 +441,33 @@ async def test_a_call_shape_s_counters_and_context_are_worked_out_once_a_day_and
         ("bud_month", epoch(datetime(2026, 11, 1, tzinfo=UTC))),
         (budget, epoch(datetime(2026, 11, 24, tzinfo=UTC))),
     )
+
+
+@pytest.mark.parametrize(
+    ("caps", "output"),
+    [
+        ({"max_tokens": 16}, 16),
+        ({"max_completion_tokens": 40}, 40),
+        ({"max_output_tokens": 7}, 7),
+        ({"max_tokens": True}, None),  # a boolean is not a cap: the configured one holds
+        ({"max_tokens": 0, "max_completion_tokens": 9}, 9),  # nor is zero
+        ({"max_tokens": "16"}, None),
+    ],
+)
+async def test_the_worst_case_takes_the_first_output_cap_the_body_names(
+    services: Services, caps: dict[str, Any], output: int | None
+) -> None:
+    gateway = services.gateway
+    assert gateway is not None
+    body = {"model": "demo", "messages": [], **caps}
+    call = Call("req_w", WireFormat.OPENAI_CHAT, "/v1/chat/completions", {}, 0.0, 0, body=body)
+    call.body_bytes = 400  # 100 tokens of prompt
+    model = gateway.router.resolve("demo")
+    assert model is not None
+    expected = services.settings.gateway.reserve_output_tokens if output is None else output
+    worst, tokens = gateway._worst_case(call, model)
+    assert tokens == 100 + expected
+    assert worst == 100 * 1_250_000 + expected * 2_000_000  # demo prices, as WORST
 
 
 async def test_settling_twice_counts_once(services: Services, api: Api) -> None:

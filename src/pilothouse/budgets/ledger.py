@@ -287,7 +287,7 @@ class Ledger:
         ):
             shaped = self._shape(key, CallContext(fields, *shape), applicable, starts)
         budgets_asked, charges, context = shaped[3]
-        rates: list[RateAsk] = []
+        rates: Sequence[RateAsk] = ()  # a tuple, not a new list, for a call under no limit
         rate_charges: tuple[RateCharge, ...] = ()
         rate_json = "[]"
         if limits:
@@ -296,14 +296,20 @@ class Ledger:
             rate_json = orjson.dumps([[r.key, r.taken, r.kind] for r in rate_charges]).decode()
         # The budget_reservations row. SQLite binds it as it is, a tuple in the table's column
         # order (``RESERVATION_COLUMNS``); PostgreSQL reads it from a JSON object, made here
-        # (an f-string: every value is a number, a JSON array or a string that needs no
-        # escaping, which ``_json_string`` checks of the one given), so that a tick only joins
-        # its calls' objects.
+        # (an f-string: every value is a number, a JSON array, or a string that needs no
+        # escaping or is escaped), so that a tick only joins its calls' objects.
         created_us = seconds * 1_000_000 + now.microsecond
         row: tuple[Any, ...] | str
         if self._postgres:
+            # The gateway's request ids need no escaping (checked here, not in a function:
+            # once a call).
+            quoted = (
+                f'"{request_id}"'
+                if request_id.isascii() and request_id.isidentifier()
+                else orjson.dumps(request_id).decode()
+            )
             row = (
-                f'{{"request_id":{_json_string(request_id)},"amount_picos":{amount_picos},'
+                f'{{"request_id":{quoted},"amount_picos":{amount_picos},'
                 f'"context_id":"{context.id}","rate_charges":{rate_json},'
                 f'"created_us":{created_us},"expires_at":{seconds + self._ttl}}}'
             )
@@ -509,14 +515,6 @@ def _day_of(now: datetime, seconds: int) -> tuple[int, int, dict[Window, int]]:
     """The UTC day ``now`` (``seconds`` since the epoch) falls in, as ``Ledger._today``."""
     day = seconds - seconds % SECONDS_A_DAY
     return day, day + SECONDS_A_DAY, window_epochs(now)[0]
-
-
-def _json_string(text: str) -> str:
-    """``text`` as a JSON string: quoted as it is if nothing in it needs escaping (a request
-    id the gateway made), else by orjson."""
-    if text.isascii() and text.isidentifier():
-        return f'"{text}"'
-    return orjson.dumps(text).decode()
 
 
 def _rate_asks(limits: Sequence[LimitHit], org_id: str, minute: int, tokens: int) -> list[RateAsk]:

@@ -150,7 +150,7 @@ class Ask(Reservation):
     reservation (what it settles or releases)."""
 
     budgets: list[tuple[Budget, BudgetKey]]
-    rates: list[RateAsk]
+    rates: Sequence[RateAsk]
     # The budget_reservations row: a tuple in RESERVATION_COLUMNS' order (SQLite), or a JSON
     # object (PostgreSQL: ``Ledger.ask``).
     row: tuple[Any, ...] | str

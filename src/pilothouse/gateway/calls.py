@@ -333,12 +333,14 @@ class Gateway:
             output = 0
         for name in OUTPUT_CAPS:
             cap = body.get(name)
-            if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+            if type(cap) is int and cap > 0:  # an int, not a bool
                 output = cap
                 break
         worst = 0
         for per_prompt_token, per_output_token in self._dearest(model):
-            worst = max(worst, prompt * per_prompt_token + output * per_output_token)
+            cost = prompt * per_prompt_token + output * per_output_token
+            if cost > worst:
+                worst = cost
         return worst, prompt + output
 
     def _dearest(self, model: ModelConfig) -> tuple[tuple[int, int], ...]:
