@@ -143,13 +143,13 @@ def attribution(call: Call, fields: Mapping[str, Any] | None = None) -> dict[str
     return call.attribution
 
 
-principal_fields_made: IdentityMemo[dict[str, Any]] = IdentityMemo()
+_principal_fields_made: IdentityMemo[dict[str, Any]] = IdentityMemo()
 
 
 def principal_fields(principal: Principal) -> dict[str, Any]:
     """The usage row's fields its principal decides (made once per principal: one object per
     key record, see ``Authenticator``)."""
-    found = principal_fields_made.get(principal)
+    found = _principal_fields_made.get(principal)
     if found is not None:
         return found
     session = principal.session
@@ -165,7 +165,7 @@ def principal_fields(principal: Principal) -> dict[str, Any]:
         "skills": json.dumps(list(session.skills) if session else []),
         "plugins": json.dumps(list(session.plugins) if session else []),
     }
-    return principal_fields_made.put(principal, fields)
+    return _principal_fields_made.put(principal, fields)
 
 
 def call_record(call: Call, row: dict[str, Any], usage: Usage) -> CallRecord:
