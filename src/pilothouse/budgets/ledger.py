@@ -55,9 +55,9 @@ from pilothouse.budgets.model import (
     Window,
     applies,
     budget_from_row,
+    day_window_starts,
     epoch,
     scope_values,
-    window_epochs,
 )
 from pilothouse.budgets.reserve import (
     Ask,
@@ -188,7 +188,7 @@ class Ledger:
         # they give (the counters charged and the context), kept by the objects' identities.
         self._shapes: dict[tuple[Any, ...], Shaped] = {}
         # The UTC day of the last reservation: its first second, the next day's, and its
-        # windows' starts (``window_epochs``, the one object a day the memos check).
+        # windows' starts (one object a day, which the memos check by identity).
         self._today: tuple[int, int, dict[Window, int]] = (0, 0, {})
         self._writer = LedgerWriter(store)
         # Have the writer decide an ask, durably: the awaitable returns once its tick committed
@@ -274,7 +274,7 @@ class Ledger:
         seconds = int(now.timestamp())
         today = self._today
         if not today[0] <= seconds < today[1]:  # a new UTC day (or an injected clock's jump)
-            today = self._today = _day_of(now, seconds)
+            today = self._today = _day_of(seconds)
         starts = today[2]
         key = (id(fields), id(applicable), shape)
         shaped = self._shapes.get(key)
@@ -369,7 +369,7 @@ class Ledger:
     def _charges(self, applicable: Sequence[Budget], starts: dict[Window, int]) -> Charged:
         """The counters a call charged to ``applicable`` goes to in the windows ``starts`` (in
         id order, the order they are locked in), with their budgets. Worked out once per set
-        of budgets and UTC day (``window_epochs`` keeps ``starts``): the tuple of counters is
+        of budgets and UTC day (``Ledger._today`` keeps ``starts``): the tuple of counters is
         then one object, which a tick and the contexts key on."""
         found = self._charged.get(applicable)
         if found is not None and found[0] is starts:
@@ -511,10 +511,10 @@ def _by_id(budget: Budget) -> str:
     return budget.id
 
 
-def _day_of(now: datetime, seconds: int) -> tuple[int, int, dict[Window, int]]:
-    """The UTC day ``now`` (``seconds`` since the epoch) falls in, as ``Ledger._today``."""
+def _day_of(seconds: int) -> tuple[int, int, dict[Window, int]]:
+    """The UTC day the instant ``seconds`` since the epoch falls in, as ``Ledger._today``."""
     day = seconds - seconds % SECONDS_A_DAY
-    return day, day + SECONDS_A_DAY, window_epochs(now)[0]
+    return day, day + SECONDS_A_DAY, day_window_starts(day)
 
 
 def _rate_asks(limits: Sequence[LimitHit], org_id: str, minute: int, tokens: int) -> list[RateAsk]:

@@ -134,23 +134,13 @@ def window_end(window: Window, now: datetime) -> datetime | None:
 
 
 SECONDS_A_DAY = 86_400
-_day_starts: dict[int, dict[Window, int]] = {}
 
 
-def window_epochs(now: datetime) -> tuple[dict[Window, int], int, int]:
-    """The epoch seconds at which each window ``now`` falls in starts (how counters key their
-    window), the start of its UTC minute, and ``now``'s own (``epoch(now)``, which costs as much
-    again to work out). Computed once per UTC day, not per call."""
-    seconds = int(now.timestamp())  # epoch(now), without its frame: once a call
-    day = seconds - seconds % SECONDS_A_DAY
-    starts = _day_starts.get(day)
-    if starts is None:
-        midnight = datetime.fromtimestamp(day, UTC)
-        starts = {window: epoch(window_start(window, midnight)) for window in Window}
-        if len(_day_starts) > 4:  # an injected clock may move back and forth
-            _day_starts.clear()
-        _day_starts[day] = starts
-    return starts, seconds - seconds % 60, seconds
+def day_window_starts(day: int) -> dict[Window, int]:
+    """The epoch seconds at which each window starts for the instants of the UTC day that
+    starts at ``day`` (epoch seconds): how counters key their window, the same all day."""
+    midnight = datetime.fromtimestamp(day, UTC)
+    return {window: epoch(window_start(window, midnight)) for window in Window}
 
 
 def epoch(moment: datetime) -> int:
