@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import IO, Any
@@ -70,35 +71,76 @@ def test_console_script_takes_url_and_key_from_the_environment(server: RunningSe
     assert server.owner_token.startswith(me["key_prefix"])
 
 
+class _Follow:
+    """``pilothouse audit tail --follow --json`` as a process, its lines read on a thread."""
+
+    def __init__(self, server: RunningServer, poll_interval: str) -> None:
+        argv = ["audit", "tail", "--follow", "--json", "--limit", "1"]
+        self.proc = subprocess.Popen(
+            [*_command(), *argv, "--poll-interval", poll_interval],
+            env=_env(server),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=_pump, args=(self.proc.stdout, self.lines))
+        self.reader.start()
+
+    def next_event(self) -> Any:
+        return _next_event(self.lines)
+
+    def stopped(self) -> tuple[int, str]:
+        """The exit status once the process ends by itself, and its stderr."""
+        assert self.proc.stderr is not None
+        status = self.proc.wait(WAIT)
+        return status, self.proc.stderr.read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        self.reader.join(WAIT)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            assert stream is not None
+            stream.close()
+
+
 def test_audit_tail_follow_streams_new_events_and_stops_cleanly_on_ctrl_c(
     server: RunningServer,
 ) -> None:
     before = _make_team(server)
-    argv = ["audit", "tail", "--follow", "--json", "--limit", "1", "--poll-interval", "0.05"]
-    proc = subprocess.Popen(
-        [*_command(), *argv],
-        env=_env(server),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines))
-    reader.start()
+    follow = _Follow(server, "0.05")
     try:
-        assert _next_event(lines)["target"]["id"] == before
+        assert follow.next_event()["target"]["id"] == before
         after = _make_team(server)
-        assert _next_event(lines)["target"]["id"] == after
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(WAIT) == 0
-        stderr = proc.stderr.read()
+        assert follow.next_event()["target"]["id"] == after
+        follow.proc.send_signal(signal.SIGINT)
+        status, stderr = follow.stopped()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(WAIT)
-        reader.join(WAIT)
-        proc.stdout.close()
-        proc.stderr.close()
+        follow.close()
+    assert status == 0, stderr
+    assert "Traceback" not in stderr
+    assert "Aborted" not in stderr
+
+
+def test_audit_tail_follow_stops_cleanly_on_ctrl_c_pressed_mid_request(
+    server: RunningServer,
+) -> None:
+    """Polling without a pause, a Ctrl-C lands inside the HTTP client; pressed again while the
+    follow ends, it still exits 0 (it once could leave the client's pool lock held, and the
+    process waited on it for ever)."""
+    before = _make_team(server)
+    follow = _Follow(server, "0")
+    try:
+        assert follow.next_event()["target"]["id"] == before
+        for _ in range(5):
+            follow.proc.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+        status, stderr = follow.stopped()
+    finally:
+        follow.close()
+    assert status == 0, stderr
     assert "Traceback" not in stderr
     assert "Aborted" not in stderr

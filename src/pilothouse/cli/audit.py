@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import time
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -87,10 +90,21 @@ def tail(
         if not follow:
             return
         last = max((e["seq"] for e in recent), default=0)
-        try:
-            _follow(api, action, last, json_out, poll_interval, max_polls)
-        except KeyboardInterrupt:
-            return
+        with _interrupted() as stop:
+            _follow(api, action, last, json_out, poll_interval, max_polls, stop)
+
+
+@contextmanager
+def _interrupted() -> Iterator[threading.Event]:
+    """An event that Ctrl-C (SIGINT) sets, for as long as the block runs, instead of raising
+    ``KeyboardInterrupt``. Raised inside the HTTP client, that could leave its connection
+    pool's lock held, and closing the client would then wait on it for ever."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _follow(
@@ -100,14 +114,15 @@ def _follow(
     json_out: bool,
     interval: float,
     max_polls: int | None,
+    stop: threading.Event,
 ) -> None:
-    """Poll for events after ``after`` every ``interval`` seconds (``max_polls`` bounds tests)."""
+    """Poll for events after ``after`` every ``interval`` seconds until ``stop`` is set
+    (``max_polls`` bounds tests)."""
     polls = 0
-    while max_polls is None or polls < max_polls:
-        time.sleep(interval)
+    while (max_polls is None or polls < max_polls) and not stop.wait(interval):
         polls += 1
         full = True
-        while full:
+        while full and not stop.is_set():
             page = api.get(
                 "/audit/events", {"action": action, "after_seq": after, "limit": MAX_PAGE}
             )
