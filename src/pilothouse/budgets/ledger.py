@@ -97,6 +97,10 @@ Shaped = tuple[
 """What ``Ledger.ask`` keeps per call shape: the principal's fields, the budgets and the window
 starts it was worked out for, and the counters charged and the context."""
 
+Chosen = tuple[tuple[Budget, ...], tuple[Budget, ...]]
+"""A principal's budgets, and those of them with a downgrade rule (``BudgetBook.chosen``)."""
+NONE_CHOSEN: Chosen = ((), ())
+
 SWEEP_BATCH = 500
 # An orphaned call's usage row: what its reservation does not say (its context kept the
 # attribution and the call's shape, the row the time; see ``budgets.contexts.CallContext``).
@@ -122,10 +126,10 @@ class BudgetBook:
     def __init__(self, store: Store, invalidations: Invalidations) -> None:
         self._store = store
         self._by_org: dict[str, tuple[Budget, ...]] = {}
-        # Each principal's budgets, with the organization's budgets they were chosen from (a
-        # principal is one object per key record: see ``Authenticator``).
-        self._applicable: IdentityMemo[tuple[tuple[Budget, ...], tuple[Budget, ...]]]
-        self._applicable = IdentityMemo()
+        # Each principal's budgets and those of them with a downgrade rule, with the
+        # organization's budgets they were chosen from (a principal is one object per key
+        # record: see ``Authenticator``).
+        self._applicable: IdentityMemo[tuple[tuple[Budget, ...], Chosen]] = IdentityMemo()
         self._used: dict[str, float] = {}
         invalidations.subscribe(self._invalidate)
 
@@ -158,18 +162,24 @@ class BudgetBook:
     async def applicable(self, principal: Principal) -> tuple[Budget, ...]:
         """The budgets a call by ``principal`` counts against, in id order (worked out once
         per principal and set of budgets)."""
+        return (await self.chosen(principal))[0]
+
+    async def chosen(self, principal: Principal) -> Chosen:
+        """``applicable``, and those of them with a downgrade rule (most calls have none: the
+        gateway then looks at no budget's rule), worked out together."""
         every = self._by_org.get(principal.org_id)
         if every is None:
             every = await self.for_org(principal.org_id)
         if not every:
-            return ()
+            return NONE_CHOSEN
         found = self._applicable.get(principal)
         if found is not None and found[0] is every:
             return found[1]
         scopes = scope_values(principal)
         mine = tuple(b for b in every if applies(b, scopes))
-        self._applicable.put(principal, (every, mine))
-        return mine
+        chosen = (mine, tuple(b for b in mine if b.downgrade is not None))
+        self._applicable.put(principal, (every, chosen))
+        return chosen
 
 
 class Ledger:

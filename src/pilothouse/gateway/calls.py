@@ -270,12 +270,12 @@ class Gateway:
         """Send the call to a cheaper alias if a budget it counts against is past the share of
         its limit its downgrade rule names (as last read by the alert check)."""
         assert call.principal is not None
+        book = self._ledger.book
         try:
-            call.budgets = await self._ledger.book.applicable(call.principal)
+            call.budgets, downgrading = await book.chosen(call.principal)
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
-        book = self._ledger.book
-        for budget in call.budgets:
+        for budget in downgrading:  # the budgets with a rule: most calls have none
             rule = budget.downgrade
             if (
                 rule is not None
