@@ -91,13 +91,26 @@ class _Follow:
     def next_event(self) -> Any:
         return _next_event(self.lines)
 
-    def stopped(self) -> tuple[int, str]:
-        """The exit status once the process ends by itself, and its stderr."""
+    def interrupt(self, times: int = 1) -> None:
+        """Press Ctrl-C ``times``, 2 ms apart."""
+        for _ in range(times):
+            self.proc.send_signal(signal.SIGINT)
+            time.sleep(0.002)
+
+    def assert_exits_cleanly(self) -> None:
+        """The process ends by itself, with status 0 and neither a traceback nor click's
+        "Aborted!"."""
         assert self.proc.stderr is not None
         status = self.proc.wait(WAIT)
-        return status, self.proc.stderr.read()
+        stderr = self.proc.stderr.read()
+        assert status == 0, stderr
+        assert "Traceback" not in stderr
+        assert "Aborted" not in stderr
 
-    def close(self) -> None:
+    def __enter__(self) -> _Follow:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(WAIT)
@@ -111,18 +124,12 @@ def test_audit_tail_follow_streams_new_events_and_stops_cleanly_on_ctrl_c(
     server: RunningServer,
 ) -> None:
     before = _make_team(server)
-    follow = _Follow(server, "0.05")
-    try:
+    with _Follow(server, "0.05") as follow:
         assert follow.next_event()["target"]["id"] == before
         after = _make_team(server)
         assert follow.next_event()["target"]["id"] == after
-        follow.proc.send_signal(signal.SIGINT)
-        status, stderr = follow.stopped()
-    finally:
-        follow.close()
-    assert status == 0, stderr
-    assert "Traceback" not in stderr
-    assert "Aborted" not in stderr
+        follow.interrupt()
+        follow.assert_exits_cleanly()
 
 
 def test_audit_tail_follow_stops_cleanly_on_ctrl_c_pressed_mid_request(
@@ -132,15 +139,7 @@ def test_audit_tail_follow_stops_cleanly_on_ctrl_c_pressed_mid_request(
     follow ends, it still exits 0 (it once could leave the client's pool lock held, and the
     process waited on it for ever)."""
     before = _make_team(server)
-    follow = _Follow(server, "0")
-    try:
+    with _Follow(server, "0") as follow:
         assert follow.next_event()["target"]["id"] == before
-        for _ in range(5):
-            follow.proc.send_signal(signal.SIGINT)
-            time.sleep(0.002)
-        status, stderr = follow.stopped()
-    finally:
-        follow.close()
-    assert status == 0, stderr
-    assert "Traceback" not in stderr
-    assert "Aborted" not in stderr
+        follow.interrupt(times=5)
+        follow.assert_exits_cleanly()
