@@ -161,7 +161,9 @@ class Gateway:
         except CallRefused as refused:
             await reply_error(send, call, refused)
             return
-        watcher = asyncio.create_task(watch_disconnect(receive, call, asyncio.current_task()))
+        # The loop looked up once: on Python 3.11 each lookup asks the kernel for the pid.
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(watch_disconnect(receive, call, asyncio.current_task(loop)))
         try:
             await self._serve(call, send)
         except asyncio.CancelledError:

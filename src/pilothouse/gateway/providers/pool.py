@@ -113,7 +113,9 @@ class HttpClient:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        loop_time = asyncio.get_running_loop().time()
+        # The connections' own loop, the one running (on Python 3.11 looking the running loop
+        # up asks the kernel for the pid: three times a call, were the pool to do it).
+        loop_time = idle[-1].loop.time()
         while idle:
             conn = idle.pop()
             if conn.usable and loop_time - conn.idle_since < self._keepalive:
@@ -126,7 +128,7 @@ class HttpClient:
         if conn not in self._open:  # the pool was closed meanwhile
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = conn.loop.time()
         self._idle.setdefault(conn.origin, []).append(conn)
         self._wake()
 
@@ -154,7 +156,7 @@ class HttpClient:
                 try:
                     tls = self._context() if origin.scheme == "https" else None
                     _, conn = await loop.create_connection(
-                        lambda: Connection(self, origin),
+                        lambda: Connection(self, origin, loop),
                         origin.host,
                         origin.port,
                         ssl=tls,
@@ -194,9 +196,10 @@ class HttpClient:
 class Connection(asyncio.Protocol):
     """One keep-alive connection; it carries one exchange at a time."""
 
-    def __init__(self, pool: HttpClient, origin: Origin) -> None:
+    def __init__(self, pool: HttpClient, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
         self.pool = pool
         self.origin = origin
+        self.loop = loop  # the loop its socket belongs to
         self.idle_since = 0.0
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
@@ -219,7 +222,7 @@ class Connection(asyncio.Protocol):
         """Write one request; return its reply once the headers are in."""
         assert self.transport is not None
         reused, self._used = self._used, True
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         reply = self._reply = Reply(self, loop, timeouts.idle)
         self.transport.write(data)
         timer = loop.call_later(timeouts.first_byte, reply.expire_first_byte, timeouts.first_byte)
