@@ -113,8 +113,8 @@ class HttpClient:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        # The connections' own loop, the one running (on Python 3.11 looking the running loop
-        # up asks the kernel for the pid: three times a call, were the pool to do it).
+        # The time on the connections' own loop, which is the running one: on Python 3.11 each
+        # lookup of the running loop is a getpid system call.
         loop_time = idle[-1].loop.time()
         while idle:
             conn = idle.pop()
