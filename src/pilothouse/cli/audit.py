@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 
 from pilothouse.cli.client import MAX_PAGE, ApiClient, JsonOption, KeyOption, UrlOption, connect
 from pilothouse.cli.output import console, print_json, print_json_line, when
+
+INTERRUPT_CHECK_SECONDS = 0.1  # how often a follow's pause looks whether Ctrl-C was pressed
 
 app = typer.Typer(name="audit", help="Verify and read the audit log.", no_args_is_help=True)
 
@@ -83,28 +86,55 @@ def tail(
     With --json, prints one JSON event per line (JSON Lines), so a follow can be piped.
     Following asks the server for events after the last one seen, once a second.
     """
-    with connect(url, key) as api:
+    # A follow takes Ctrl-C from before its client opens until after it closes (see
+    # ``_interrupted``); a plain tail is interrupted as any command is.
+    interrupts = _interrupted() if follow else nullcontext(Interrupt())
+    with interrupts as interrupt, connect(url, key) as api:
         page = api.get("/audit/events", {"action": action, "limit": limit})
         recent = list(reversed(page["data"]))
         _print_events(recent, json_out)
         if not follow:
             return
         last = max((e["seq"] for e in recent), default=0)
-        with _interrupted() as stop:
-            _follow(api, action, last, json_out, poll_interval, max_polls, stop)
+        _follow(api, action, last, json_out, poll_interval, max_polls, interrupt)
+
+
+@dataclass
+class Interrupt:
+    """Whether Ctrl-C was pressed: a plain flag, which the signal handler sets without taking
+    any lock (it runs in the main thread between any two bytecodes, and a lock the main thread
+    held just then, a ``threading.Event``'s say, would never be let go)."""
+
+    pressed: bool = False
+
+    def press(self, _signum: int, _frame: object) -> None:
+        self.pressed = True
+
+    def waited(self, seconds: float) -> bool:
+        """Sleep ``seconds`` unless Ctrl-C is pressed (looked at every tenth of a second);
+        whether it was."""
+        deadline = time.monotonic() + seconds
+        while not self.pressed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(left, INTERRUPT_CHECK_SECONDS))
+        return self.pressed
 
 
 @contextmanager
-def _interrupted() -> Iterator[threading.Event]:
-    """An event that Ctrl-C (SIGINT) sets, for as long as the block runs, instead of raising
-    ``KeyboardInterrupt``. Raised inside the HTTP client, that could leave its connection
-    pool's lock held, and closing the client would then wait on it for ever."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+def _interrupted() -> Iterator[Interrupt]:
+    """Ctrl-C (SIGINT) sets a flag, for as long as the block runs, instead of raising
+    ``KeyboardInterrupt``: raised inside the HTTP client (a request, or closing it), that could
+    leave its connection pool's lock held, and the process would then wait on it for ever.
+    Once pressed, the command is ending: Ctrl-C is ignored from then on, so pressing it again
+    while the process exits changes nothing."""
+    interrupt = Interrupt()
+    previous = signal.signal(signal.SIGINT, interrupt.press)
     try:
-        yield stop
+        yield interrupt
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if interrupt.pressed else previous)
 
 
 def _follow(
@@ -114,15 +144,15 @@ def _follow(
     json_out: bool,
     interval: float,
     max_polls: int | None,
-    stop: threading.Event,
+    interrupt: Interrupt,
 ) -> None:
-    """Poll for events after ``after`` every ``interval`` seconds until ``stop`` is set
-    (``max_polls`` bounds tests)."""
+    """Poll for events after ``after`` every ``interval`` seconds until Ctrl-C (``max_polls``
+    bounds tests)."""
     polls = 0
-    while (max_polls is None or polls < max_polls) and not stop.wait(interval):
+    while (max_polls is None or polls < max_polls) and not interrupt.waited(interval):
         polls += 1
         full = True
-        while full and not stop.is_set():
+        while full and not interrupt.pressed:
             page = api.get(
                 "/audit/events", {"action": action, "after_seq": after, "limit": MAX_PAGE}
             )
