@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -37,6 +40,40 @@ def test_serve_reads_a_config_file(tmp_path: Path) -> None:
         big = httpx.post(f"{url}/api/v1/teams", headers=bearer(key), json={"name": "x" * 4000})
         assert big.status_code == 413
     assert (tmp_path / "elsewhere" / "pilothouse.db").exists()
+
+
+def _healthz_again(conn: http.client.HTTPConnection) -> int | None:
+    """GET /healthz on ``conn``'s open connection: the status, or None if the server closed it
+    (``http.client`` never reconnects a connection the server closed)."""
+    try:
+        conn.request("GET", "/healthz")
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+        return None
+
+
+def test_idle_connections_outlive_the_clients_own_expiry_and_the_setting_is_honoured(
+    tmp_path: Path,
+) -> None:
+    """httpx (and so the OpenAI and Anthropic SDKs) drops an idle connection after 5 s. A server
+    that closed its end at 5 s too raced the client's next request ("Server disconnected without
+    sending a response"); by default it keeps the connection well past that."""
+    short = tmp_path / "short.yaml"
+    short.write_text(f"data_dir: {tmp_path / 'short'}\nkeep_alive_seconds: 1\n")
+    with contextlib.ExitStack() as stack:
+        conns = []
+        for args in (["--data-dir", str(tmp_path / "d")], ["--config", str(short)]):
+            url, _ = stack.enter_context(pilothouse_process(["serve", *args], tmp_path))
+            conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
+            stack.callback(conn.close)
+            assert _healthz_again(conn) == 200
+            conns.append(conn)
+        time.sleep(6)  # past the client's 5 s expiry (and the server's old default)
+        kept, closed = conns
+        assert _healthz_again(kept) == 200
+        assert _healthz_again(closed) is None
 
 
 def test_demo_seeds_a_living_organization_once(tmp_path: Path) -> None:

@@ -59,6 +59,13 @@ class Settings(BaseModel):
         description="PostgreSQL: how soon a replica listens again for cache invalidations after"
         " losing its connection (its caches are bypassed meanwhile).",
     )
+    keep_alive_seconds: int = Field(
+        75,
+        ge=1,
+        description="How long an idle client connection stays open. Longer than clients' own"
+        " idle expiry (5 s in httpx and so the OpenAI and Anthropic SDKs) so that a client never"
+        " sends on a connection the server is closing, and than a load balancer's (often 60 s).",
+    )
     access_log: bool = Field(
         False,
         description="Log every HTTP request (uvicorn's access log; costs about a quarter of"

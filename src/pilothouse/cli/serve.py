@@ -68,6 +68,7 @@ def run_server(settings: Settings, *, banner: str) -> None:
         proxy_headers=False,
         server_header=False,
         access_log=settings.access_log,
+        timeout_keep_alive=settings.keep_alive_seconds,
         lifespan="on",
     )
     uvicorn.Server(config).run()
