@@ -52,17 +52,21 @@ from bench.interleave_loadgen import SideResult
 
 BENCH = Path(__file__).resolve().parent
 STORES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
-# (store, the server without budgets, the one compared with it, the floor it is, if one):
-# budgets on four scopes; with --floors, the least any reservation before forwarding adds
-# (gateway_targets.WAITS): a wait for a batch that writes nothing (SQLite: its writes cost only
-# CPU), and a one-row insert and commit per call on PostgreSQL (the durable write a
-# reservation needs, nothing else).
+# (store, the server compared with, the one compared, what the pair is): budgets on four
+# scopes against none (both reserving every call before forwarding, as by default); with
+# --unreserved, that default against ``gateway.reserve_every_call`` off (what reserving a call
+# no budget applies to costs); with --floors, a further wait before forwarding
+# (gateway_targets.WAITS; the server otherwise the default): a batch that writes nothing
+# (SQLite: its writes cost only CPU), and a one-row insert and commit per call on PostgreSQL.
 COMPARED = [
-    ("sqlite", "pilothouse", "pilothouse-budgets", None),
+    ("sqlite", "pilothouse", "pilothouse-budgets", "budgets"),
+    ("sqlite", "pilothouse-unreserved", "pilothouse", "reserved"),
     ("sqlite", "pilothouse", "pilothouse-wait", "floor"),
-    ("postgresql", "pilothouse-pg", "pilothouse-pg-budgets", None),
+    ("postgresql", "pilothouse-pg", "pilothouse-pg-budgets", "budgets"),
+    ("postgresql", "pilothouse-pg-unreserved", "pilothouse-pg", "reserved"),
     ("postgresql", "pilothouse-pg", "pilothouse-pg-durable", "floor"),
 ]
+LABELS = {"budgets": "budgets", "reserved": "every call reserved"}
 TARGET_ADDED_P50_MS = 0.5
 GRACE_S = 120.0
 
@@ -226,6 +230,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--floors", action="store_true", help="also each store's floor (see COMPARED)"
     )
+    parser.add_argument(
+        "--unreserved",
+        action="store_true",
+        help="also each store's default against reserve_every_call off (see COMPARED)",
+    )
     parser.add_argument("--proxy-cpu", type=int, default=0)
     parser.add_argument("--load-cpu", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, dest="json_path")
@@ -241,7 +250,10 @@ def main(argv: Sequence[str]) -> int:
         return 2
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     os.sched_setaffinity(0, {opts.load_cpu})  # this process only waits: off the proxy's CPU
-    compared = [c for c in COMPARED if c[0] in opts.stores and (opts.floors or c[3] is None)]
+    wanted = {"budgets"}
+    wanted |= {"floor"} if opts.floors else set()
+    wanted |= {"reserved"} if opts.unreserved else set()
+    compared = [c for c in COMPARED if c[0] in opts.stores and c[3] in wanted]
     pairs: list[Pair] = []
     ledgers = []
     with tempfile.TemporaryDirectory(prefix="pilothouse-budgets-bench-") as tmp:
@@ -259,8 +271,8 @@ def main(argv: Sequence[str]) -> int:
                     servers[name] = (target, sanity_check(target))
                     print(f"- `{name}`: {target.what}")
             totals: dict[str, Totals] = {}
-            for store, plain, other, _ in compared:
-                label = f"{STORES[store]}, {other.removeprefix(plain + '-')}"
+            for store, plain, other, kind in compared:
+                label = f"{STORES[store]}, {LABELS.get(kind, other.removeprefix(plain + '-'))}"
                 pairs += measure(label, servers[plain][0], servers[other][0], opts, totals)
             counts = upstream_counts(upstream)
             for name, (target, sanity) in servers.items():

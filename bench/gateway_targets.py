@@ -345,6 +345,10 @@ def pilothouse_config(upstream_port: int, data_dir: Path | None, agent: str) -> 
     return json.dumps(settings, indent=2) + "\n"
 
 
+# The "-unreserved" variants: a call no budget or rate limit applies to is not reserved before
+# it is forwarded (``gateway.reserve_every_call`` off), and its reply waits for its usage row.
+UNRESERVED = "-unreserved"
+UNRESERVED_ENV = {"PILOTHOUSE_GATEWAY": '{"reserve_every_call": false}'}
 # (scope kind, value, window) of the budgets the "-budgets" variants put on every call.
 BENCH_BUDGETS = [
     ("org", "", "month"),
@@ -519,6 +523,8 @@ def start_pilothouse(
     what = f"`pilothouse serve`, {store} store, session key"
     if budgets:
         what += "; hard budgets on org, project, session and label (reserved and settled)"
+    if name.endswith(UNRESERVED):
+        what += "; reserve_every_call off (a call is recorded only when it ends)"
     if wait == "batch":
         what += "; no budgets, every call first waits for a group-committed batch writing nothing"
     elif wait == "roundtrip":
@@ -562,13 +568,15 @@ def start_named(
 ) -> Target:
     """The Pilothouse bench server ``name`` says: a ``pilothouse-pg*`` one on a database of its
     own on the PostgreSQL server ``postgres``, a ``*-budgets`` one with hard budgets on four
-    scopes, a floor of ``WAITS`` waiting as its name says; ``options`` go to
-    ``start_pilothouse``."""
+    scopes, a floor of ``WAITS`` waiting as its name says, a ``*-unreserved`` one with
+    ``gateway.reserve_every_call`` off; ``options`` go to ``start_pilothouse``."""
     url = None
     if name.startswith("pilothouse-pg"):
         if postgres is None:
             raise TargetUnavailable(f"{name}: needs a PostgreSQL server (--postgres)")
         url = stack.enter_context(bench_database(postgres, name))
+    if name.endswith(UNRESERVED):
+        options["settings_env"] = {**options.get("settings_env", {}), **UNRESERVED_ENV}
     return start_pilothouse(
         stack,
         workdir,

@@ -68,37 +68,43 @@ def wait_for(check: Any, what: str) -> None:
     raise AssertionError(f"not within {BOUND_SECONDS}s: {what}")
 
 
-def test_a_killed_process_s_reservations_are_settled_once_by_the_next(tmp_path: Path) -> None:
-    owner = issue(KeyKind.USER).token
-    with FakeUpstream.threaded() as upstream:
-        config = tmp_path / "pilothouse.json"
-        deployment = {
-            "provider": "openai-compatible",
-            "model": "fake-model",
-            "base_url": upstream.openai_url,
-            "price": {"input": 1_000_000, "output": 2_000_000},
-        }
-        config.write_text(
-            json.dumps(
-                {
-                    "models": [{"alias": "budget-model", "deployments": [deployment]}],
-                    "gateway": {"reservation_ttl_seconds": TTL_SECONDS, "sweep_seconds": 0.2},
-                }
-            )
+def _config(home: Path, upstream: FakeUpstream, **gateway: Any) -> Path:
+    config = home / "pilothouse.json"
+    deployment = {
+        "provider": "openai-compatible",
+        "model": "fake-model",
+        "base_url": upstream.openai_url,
+        "price": {"input": 1_000_000, "output": 2_000_000},
+    }
+    gateway = {"reservation_ttl_seconds": TTL_SECONDS, "sweep_seconds": 0.2, **gateway}
+    config.write_text(
+        json.dumps(
+            {"models": [{"alias": "budget-model", "deployments": [deployment]}], "gateway": gateway}
         )
-        # Events 2 s apart: the process dies with every stream in flight, and the upstream's
-        # handlers find the dead connections and end before the test does.
-        upstream.slow(2.0, path="/chat/completions", times=STREAMS)
-        with server(tmp_path, config, owner) as (url, process):
-            with httpx.Client(timeout=10) as http:
-                org = http.get(f"{url}/api/v1/org", headers=bearer(owner)).json()["id"]
-                made = http.post(
-                    f"{url}/api/v1/sessions", headers=bearer(owner), json={"project": "crash"}
-                )
-                assert made.status_code == 201, made.text
-                key = made.json()["key"]["token"]
+    )
+    return config
+
+
+def _killed_mid_stream(
+    home: Path, upstream: FakeUpstream, config: Path, owner: str, *, budget: bool
+) -> list[tuple[Any, ...]]:
+    """Serve, open a session (its project under a hard budget if ``budget``), start STREAMS
+    streams, and SIGKILL the process once the upstream has every one of them; the reservations
+    the process left (their amounts)."""
+    # Events 2 s apart: the process dies with every stream in flight, and the upstream's
+    # handlers find the dead connections and end before the test does.
+    upstream.slow(2.0, path="/chat/completions", times=STREAMS)
+    with server(home, config, owner) as (url, process):
+        with httpx.Client(timeout=10) as http:
+            org = http.get(f"{url}/api/v1/org", headers=bearer(owner)).json()["id"]
+            made = http.post(
+                f"{url}/api/v1/sessions", headers=bearer(owner), json={"project": "crash"}
+            )
+            assert made.status_code == 201, made.text
+            key = made.json()["key"]["token"]
+        if budget:
             now = datetime.now(UTC).isoformat()
-            with closing(sqlite3.connect(tmp_path / "data" / "pilothouse.db")) as conn, conn:
+            with closing(sqlite3.connect(home / "data" / "pilothouse.db")) as conn, conn:
                 conn.execute(
                     "INSERT INTO budgets (id, org_id, name, scope_kind, scope_value, window,"
                     " limit_picos, enforcement, thresholds, created_at, updated_at) VALUES"
@@ -106,50 +112,94 @@ def test_a_killed_process_s_reservations_are_settled_once_by_the_next(tmp_path: 
                     " '[100]', ?, ?)",
                     (org, 10**12, now, now),
                 )
-            body = {
-                "model": "budget-model",
-                "stream": True,
-                "max_tokens": 50,
-                "messages": [{"role": "user", "content": "Say something about ledgers please"}],
-            }
-            threads = [
-                threading.Thread(target=_stream, args=(url, key, body), daemon=True)
-                for _ in range(STREAMS)
-            ]
-            for thread in threads:
-                thread.start()
-            wait_for(lambda: len(upstream.requests) >= STREAMS, "every stream forwarded")
-            reserved = query(tmp_path, "SELECT amount_picos FROM budget_reservations")
-            assert len(reserved) == STREAMS
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=10)
+        body = {
+            "model": "budget-model",
+            "stream": True,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "Say something about ledgers please"}],
+        }
+        threads = [
+            threading.Thread(target=_stream, args=(url, key, body), daemon=True)
+            for _ in range(STREAMS)
+        ]
         for thread in threads:
-            thread.join(timeout=15)
+            thread.start()
+        wait_for(lambda: len(upstream.requests) >= STREAMS, "every stream forwarded")
+        reserved = query(home, "SELECT amount_picos FROM budget_reservations")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    for thread in threads:
+        thread.join(timeout=15)
+    return reserved
+
+
+def _swept(home: Path, config: Path, owner: str) -> list[tuple[Any, ...]]:
+    """Serve again until the sweeper has settled every reservation, and a few sweeps more
+    (nothing is settled twice); the usage rows then."""
+    with server(home, config, owner):
+        wait_for(
+            lambda: query(home, "SELECT count(*) FROM budget_reservations") == [(0,)],
+            "the orphaned reservations swept",
+        )
+        time.sleep(3 * 0.2 + TTL_SECONDS)
+        return query(
+            home,
+            "SELECT status, estimated, cost_picos, project, key_id IS NOT NULL, model_alias,"
+            " stream, deployment, input_tokens, latency_ms FROM usage_records",
+        )
+
+
+def test_a_killed_process_s_reservations_are_settled_once_by_the_next(tmp_path: Path) -> None:
+    owner = issue(KeyKind.USER).token
+    with FakeUpstream.threaded() as upstream:
+        config = _config(tmp_path, upstream)
+        reserved = _killed_mid_stream(tmp_path, upstream, config, owner, budget=True)
+        assert len(reserved) == STREAMS
         amount = reserved[0][0]
         assert query(tmp_path, "SELECT count(*) FROM usage_records") == [(0,)]
         assert query(tmp_path, "SELECT spent_picos, reserved_picos FROM budget_counters") == [
             (0, STREAMS * amount)
         ]
-
-        with server(tmp_path, config, owner):
-            wait_for(
-                lambda: query(tmp_path, "SELECT count(*) FROM budget_reservations") == [(0,)],
-                "the orphaned reservations swept",
-            )
-            time.sleep(3 * 0.2 + TTL_SECONDS)  # more sweeps: nothing is settled twice
-            rows = query(
-                tmp_path,
-                "SELECT status, estimated, cost_picos, project, key_id IS NOT NULL, model_alias,"
-                " stream, deployment, input_tokens, latency_ms FROM usage_records",
-            )
-            counters = query(
-                tmp_path, "SELECT spent_picos, reserved_picos, calls FROM budget_counters"
-            )
+        rows = _swept(tmp_path, config, owner)
+        counters = query(tmp_path, "SELECT spent_picos, reserved_picos, calls FROM budget_counters")
     # Each row as the reservation kept it: attributed, the model asked for, a stream; what
     # only the call's end would have told is left empty.
     orphan = ("orphaned", 1, amount, "crash", 1, "budget-model", 1, None, 0, 0)
     assert sorted(rows) == [orphan] * STREAMS
     assert counters == [(STREAMS * amount, 0, STREAMS)]
+
+
+def test_calls_under_no_budget_are_reserved_too_and_a_crash_loses_none(tmp_path: Path) -> None:
+    """No budget or rate limit applies, yet every call forwarded has a durable reservation
+    (at its worst-case cost, on no counter), so the calls in flight when the process died are
+    in the usage table afterwards, estimated."""
+    owner = issue(KeyKind.USER).token
+    with FakeUpstream.threaded() as upstream:
+        config = _config(tmp_path, upstream)
+        reserved = _killed_mid_stream(tmp_path, upstream, config, owner, budget=False)
+        assert len(reserved) == STREAMS
+        assert query(tmp_path, "SELECT count(*) FROM usage_records") == [(0,)]
+        rows = _swept(tmp_path, config, owner)
+        assert query(tmp_path, "SELECT count(*) FROM budget_counters") == [(0,)]
+    # The worst case: max_tokens (50) at $2 a million output tokens, and the prompt (estimated
+    # from the body's size) at $1 a million input tokens.
+    amount = reserved[0][0]
+    prompt, rest = divmod(amount - 50 * 2_000_000, 1_000_000)
+    assert prompt > 0 and rest == 0
+    orphan = ("orphaned", 1, amount, "crash", 1, "budget-model", 1, None, 0, 0)
+    assert sorted(rows) == [orphan] * STREAMS
+
+
+def test_with_reserve_every_call_off_a_call_under_no_budget_writes_nothing_first(
+    tmp_path: Path,
+) -> None:
+    """The setting off: nothing is written before forwarding a call no budget applies to (and
+    so a process killed mid-call leaves no trace of it: the trade the setting documents)."""
+    owner = issue(KeyKind.USER).token
+    with FakeUpstream.threaded() as upstream:
+        config = _config(tmp_path, upstream, reserve_every_call=False)
+        assert _killed_mid_stream(tmp_path, upstream, config, owner, budget=False) == []
+        assert _swept(tmp_path, config, owner) == []
 
 
 def _stream(url: str, key: str, body: dict[str, Any]) -> None:

@@ -987,6 +987,24 @@ async def test_an_unreadable_budget_store_refuses_the_call(
     assert await rows(services) == []
 
 
+async def test_a_call_under_no_budget_that_cannot_be_reserved_is_refused(
+    services: Services, client: httpx.AsyncClient, api: Api
+) -> None:
+    """No budget applies, yet the call is reserved before it is forwarded (so that a crash
+    cannot lose it): a store where that cannot be written refuses the call, and nothing is
+    recorded."""
+    if services.store.dialect != "sqlite":
+        pytest.skip("drops a table: only in a database of the test's own (SQLite)")
+    session = await api.session(project="ledger")
+    assert (await chat(client, session["key"]["token"])).status_code == 200
+    assert len(await rows(services)) == 1  # settled (and its reservation gone) before the drop
+    async with services.store.write() as conn:
+        await conn.exec_driver_sql("DROP TABLE budget_reservations")
+    reply = await chat(client, session["key"]["token"])
+    assert reply.status_code == 503 and reply.json()["error"]["code"] == "store_unavailable"
+    assert len(await rows(services)) == 1  # no row of the refused call
+
+
 async def _project_budget(
     services: Services, api: Api, limit_picos: int
 ) -> tuple[Ledger, str, tuple[Budget, ...]]:

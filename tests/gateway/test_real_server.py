@@ -33,6 +33,11 @@ def _session_key(server: RunningServer) -> tuple[str, str]:
 
 
 def _rows(server: RunningServer) -> list[sqlite3.Row]:
+    """The usage rows, once the server has written every call it answered (a reply does not
+    wait for its row: the call's reservation was durable before it was forwarded; a read
+    through the API waits for the rows the server has queued)."""
+    read = httpx.get(f"{server.url}/api/v1/usage?limit=1", headers=bearer(server.owner_token))
+    assert read.status_code == 200, read.text
     with sqlite3.connect(server.database) as db:
         db.row_factory = sqlite3.Row
         return db.execute("SELECT * FROM usage_records ORDER BY created_at").fetchall()

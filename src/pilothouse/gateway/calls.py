@@ -3,14 +3,15 @@
 read -> authenticate -> parse -> resolve the model -> check access -> forward (retries, fallback,
 translation) -> relay -> settle -> finish the reply.
 
-Settling writes the call's usage row. A call with a reservation (budgets or rate limits apply)
-settles it in the same transaction, queued for the ledger's next tick without waiting for it:
-the reservation, durable before the call was forwarded, already counts the call at its worst
-case, and the sweeper settles it, estimated, should this process die first. The reply waits
-for the row to be durable only where the call has no reservation (the row is its only record)
-or holds a slot of a concurrent-calls limit (the slot comes back before the client hears the
-end, on every replica, so a client that calls one at a time is never refused by its own last
-call).
+Every call is reserved before it is forwarded (its worst-case cost, on the counters of the
+budgets and rate limits that apply, if any; ``gateway.reserve_every_call`` off: only calls
+that some apply to). Settling writes the call's usage row and settles its reservation in the
+same transaction, queued for the ledger's next tick without waiting for it: the reservation,
+durable before the call was forwarded, already counts the call at its worst case, and the
+sweeper settles it, estimated, should this process die first. The reply waits for the row to
+be durable only where the call has no reservation (the row is its only record) or holds a slot
+of a concurrent-calls limit (the slot comes back before the client hears the end, on every
+replica, so a client that calls one at a time is never refused by its own last call).
 
 Written against raw ASGI: the hot path does not pay for the admin API's framework layers.
 """
@@ -293,12 +294,15 @@ class Gateway:
                 return
 
     async def _reserve(self, call: Call) -> None:
-        """Reserve the call's worst-case cost on every budget it counts against (fail closed:
-        a budget that cannot be read or written refuses the call)."""
+        """Reserve the call's worst-case cost on every budget it counts against, durably, even
+        if none (unless ``gateway.reserve_every_call`` is off): fail closed, a reservation that
+        cannot be written refuses the call."""
         assert call.principal is not None and call.model is not None
-        configs = self._svc.settings.rate_limits
+        settings = self._svc.settings
+        configs = settings.rate_limits
         limits = limits_for(configs, call.principal) if configs else ()
-        if not call.budgets and not limits:  # the budgets were read once, by _downgrade
+        # The budgets were read once, by _downgrade.
+        if not call.budgets and not limits and not settings.gateway.reserve_every_call:
             return
         now = self._svc.clock.now()  # the reservation's instant (read once: it costs)
         ledger = self._ledger

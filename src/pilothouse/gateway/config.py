@@ -172,6 +172,15 @@ class GatewayConfig(BaseModel):
         " max_tokens (max_completion_tokens, max_output_tokens); the reservation settles to"
         " the actual cost when the call ends.",
     )
+    reserve_every_call: bool = Field(
+        True,
+        description="Reserve every call's worst-case cost durably before forwarding it, with"
+        " or without a budget or rate limit: a process that dies mid-call leaves a reservation"
+        " that the sweeper settles at that cost, marked estimated, so no call's spend escapes"
+        " the usage table. Off: a call no budget or rate limit applies to is recorded only"
+        " when it ends (one write fewer before forwarding), and a process killed mid-call"
+        " loses its usage.",
+    )
     reservation_ttl_seconds: float = Field(
         120.0,
         gt=0,
