@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from pilothouse.budgets.contexts import CallContext
 from pilothouse.budgets.ledger import Ledger
@@ -35,7 +35,7 @@ from pilothouse.budgets.writer import (
     _texts,
 )
 from pilothouse.errors import BudgetExceeded, StoreUnavailable
-from pilothouse.gateway.config import DeploymentConfig, ModelConfig
+from pilothouse.gateway.config import DeploymentConfig, GatewayConfig, ModelConfig
 from pilothouse.gateway.exchange import Call
 from pilothouse.gateway.providers.base import WireFormat
 from pilothouse.gateway.tables import usage_records
@@ -851,9 +851,10 @@ async def test_the_sweeper_settles_what_a_dead_process_left_at_its_reserved_cost
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Any) -> Settings:
+def settings(database_url: str, tmp_path: Any, request: pytest.FixtureRequest) -> Settings:
     """Demo models, and one served only by an Anthropic deployment: an embeddings call for it
-    is admitted and reserved, and no deployment can take it (never forwarded)."""
+    is admitted and reserved, and no deployment can take it (never forwarded). Parametrized
+    indirectly, ``gateway.reserve_every_call`` (on by default)."""
     demo = DeploymentConfig(provider="demo", model="demo-1")
     anthropic_only = DeploymentConfig(
         provider="anthropic",
@@ -873,7 +874,45 @@ def settings(database_url: str, tmp_path: Any) -> Settings:
                 deployments=[DeploymentConfig(**{**demo.model_dump(), "latency_ms": 300})],
             ),
         ],
+        gateway=GatewayConfig(reserve_every_call=getattr(request, "param", True)),
     )
+
+
+@pytest.mark.parametrize("settings", [True, False], ids=["reserved", "unreserved"], indirect=True)
+async def test_a_call_under_no_budget_is_answered_before_its_row_unless_it_is_unreserved(
+    services: Services, client: httpx.AsyncClient, api: Api, settings: Settings
+) -> None:
+    """Reserved (the default), a call under no budget is answered while its usage row waits
+    for the store, as a budgeted call is; with ``reserve_every_call`` off its row is its only
+    record, and the client hears the end only once the row is written."""
+    session = await api.session(project="ledger")
+    reserved = settings.gateway.reserve_every_call
+    assert services.ledger is not None
+    writer = services.ledger._writer
+    write, asked = writer._write, asyncio.Event()
+
+    async def noted(items: list[Any]) -> None:
+        await write(items)
+        if any(isinstance(i, Ask) for i in items):
+            asked.set()
+
+    writer._write = noted  # type: ignore[method-assign]
+    call = asyncio.create_task(chat(client, session["key"]["token"], {**BODY, "model": "slow"}))
+    if reserved:
+        await asyncio.wait_for(asked.wait(), timeout=5)  # reserved; the upstream takes 300 ms
+    async with services.store.write() as blocker:  # the store's writes are held up
+        if services.store.dialect == "postgresql":  # (SQLite: by its one write lock)
+            await blocker.execute(text("LOCK TABLE usage_records IN SHARE MODE"))
+        done, _ = await asyncio.wait({call}, timeout=2)
+        assert bool(done) is reserved
+        async with services.store.read() as conn:
+            assert await conn.scalar(select(func.count()).select_from(usage_records)) == 0
+            held = await conn.scalar(select(func.count()).select_from(budget_reservations))
+        assert held == int(reserved)
+    assert asked.is_set() is reserved
+    assert (await asyncio.wait_for(call, timeout=5)).status_code == 200
+    assert len(await rows(services)) == 1
+    assert await reservations(services) == 0
 
 
 async def test_the_reply_does_not_wait_for_the_settlement_and_reads_of_spend_do(
