@@ -878,15 +878,8 @@ def settings(database_url: str, tmp_path: Any, request: pytest.FixtureRequest) -
     )
 
 
-@pytest.mark.parametrize("settings", [True, False], ids=["reserved", "unreserved"], indirect=True)
-async def test_a_call_under_no_budget_is_answered_before_its_row_unless_it_is_unreserved(
-    services: Services, client: httpx.AsyncClient, api: Api, settings: Settings
-) -> None:
-    """Reserved (the default), a call under no budget is answered while its usage row waits
-    for the store, as a budgeted call is; with ``reserve_every_call`` off its row is its only
-    record, and the client hears the end only once the row is written."""
-    session = await api.session(project="ledger")
-    reserved = settings.gateway.reserve_every_call
+def _noting_asks(services: Services) -> asyncio.Event:
+    """An event set once the ledger writer has written a tick that reserved a call."""
     assert services.ledger is not None
     writer = services.ledger._writer
     write, asked = writer._write, asyncio.Event()
@@ -897,6 +890,19 @@ async def test_a_call_under_no_budget_is_answered_before_its_row_unless_it_is_un
             asked.set()
 
     writer._write = noted  # type: ignore[method-assign]
+    return asked
+
+
+@pytest.mark.parametrize("settings", [True, False], ids=["reserved", "unreserved"], indirect=True)
+async def test_a_call_under_no_budget_is_answered_before_its_row_unless_it_is_unreserved(
+    services: Services, client: httpx.AsyncClient, api: Api, settings: Settings
+) -> None:
+    """Reserved (the default), a call under no budget is answered while its usage row waits
+    for the store, as a budgeted call is; with ``reserve_every_call`` off its row is its only
+    record, and the client hears the end only once the row is written."""
+    session = await api.session(project="ledger")
+    reserved = settings.gateway.reserve_every_call
+    asked = _noting_asks(services)
     call = asyncio.create_task(chat(client, session["key"]["token"], {**BODY, "model": "slow"}))
     if reserved:
         await asyncio.wait_for(asked.wait(), timeout=5)  # reserved; the upstream takes 300 ms
@@ -926,16 +932,7 @@ async def test_the_reply_does_not_wait_for_the_settlement_and_reads_of_spend_do(
     budget = await add_budget(
         services, scope_kind="project", scope_value="ledger", limit_picos=PICOS
     )
-    assert services.ledger is not None
-    writer = services.ledger._writer
-    write, reserved = writer._write, asyncio.Event()
-
-    async def noted(items: list[Any]) -> None:
-        await write(items)
-        if any(isinstance(i, Ask) for i in items):
-            reserved.set()
-
-    writer._write = noted  # type: ignore[method-assign]
+    reserved = _noting_asks(services)
     call = asyncio.create_task(chat(client, key, {**BODY, "model": "slow"}))
     await asyncio.wait_for(reserved.wait(), timeout=5)  # reserved; the upstream takes 300 ms
     async with services.store.write() as blocker:  # the store's writes are held up
