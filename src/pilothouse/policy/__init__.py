@@ -1,0 +1,1 @@
+"""Policies on agent actions: what a command, a query or a request would do, and the rules."""
