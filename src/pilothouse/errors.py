@@ -96,6 +96,13 @@ class ValidationFailed(BadRequest):
     code = "validation_error"
 
 
+class PolicyInvalid(BadRequest):
+    """A policy document was refused (``problems``: each with its line); nothing changed."""
+
+    status = 422
+    code = "policy_invalid"
+
+
 class BodyTooLarge(BadRequest):
     """The body is larger than ``max_body_bytes``."""
 
