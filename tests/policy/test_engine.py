@@ -21,6 +21,10 @@ SHELL: list[tuple[str, str, str | None]] = [
     # destructive filesystem
     ("rm -rf /", D, "fs.rm-recursive-precious"),
     ("rm -rf /*", D, "fs.rm-recursive-precious"),
+    ("rm -rf /./", D, "fs.rm-recursive-precious"),
+    ("rm -rf //", D, "fs.rm-recursive-precious"),
+    ("rm -rf /tmp/../etc", D, "fs.rm-recursive-precious"),
+    ("rm -rf ~/projects/..", D, "fs.rm-recursive-precious"),
     ("rm -fr ~", D, "fs.rm-recursive-precious"),
     ("rm -r -f $HOME", D, "fs.rm-recursive-precious"),
     ("rm --recursive --force /etc", D, "fs.rm-recursive-precious"),

@@ -7,6 +7,7 @@ is not.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -56,8 +57,12 @@ PRECIOUS = (
 
 
 def _precious(path: str) -> bool:
-    cleaned = path.rstrip("/") or "/"
-    return path in PRECIOUS or cleaned in PRECIOUS
+    if path in PRECIOUS:
+        return True
+    if path.startswith(("/", "~")):  # "/./", "//", "/etc/..", "~/x/.." name the same places
+        path = posixpath.normpath(path)
+        path = "/" if path.startswith("//") else path
+    return path in PRECIOUS or (path.rstrip("/") or "/") in PRECIOUS
 
 
 def _rm_precious(facts: Facts) -> bool:
