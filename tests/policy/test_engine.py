@@ -137,6 +137,8 @@ SHELL: list[tuple[str, str, str | None]] = [
     # the hooks themselves
     ("rm .claude/settings.json", D, "hooks.disable"),
     ("echo '{}' > .claude/settings.local.json", D, "hooks.disable"),
+    ("ls 2> .claude/settings.json", D, "hooks.disable"),
+    ("make &>> .codex/hooks.json", D, "hooks.disable"),
     ("sed -i 's/PreToolUse/x/' ~/.claude/settings.json", D, "hooks.disable"),
     ("mv .codex/hooks.json /tmp/", D, "hooks.disable"),
     ("claude --bare -p 'do it'", D, "hooks.disable"),

@@ -154,14 +154,19 @@ def _redirect_last(parsed: Parsed, found: int, body: Node, targets: tuple[str, .
 
 
 def _redirect_targets(node: Node) -> tuple[str, ...]:
-    targets = []
-    for child in node.named_children:
-        if child.type == "file_redirect":
-            operator = _text(child.children[0]) if child.children else ""
-            dest = child.child_by_field_name("destination")
-            if dest is not None and ">" in operator:
-                targets.append(_word(dest))
-    return tuple(targets)
+    return tuple(filter(None, (_written_file(c) for c in node.named_children)))
+
+
+def _written_file(redirect: Node) -> str | None:
+    """The file an output redirection (``>``, ``>>``, ``&>``, ``2>``) writes; None for any
+    other."""
+    if redirect.type != "file_redirect" or not redirect.children:
+        return None
+    dest = redirect.child_by_field_name("destination")
+    operators = [_text(c) for c in redirect.children if not c.is_named]  # after any "2"
+    if dest is None or not any(">" in op for op in operators):
+        return None
+    return _word(dest)
 
 
 def _command(
@@ -177,10 +182,9 @@ def _command(
         if child.type == "variable_assignment":
             _substitutions(child, via, parsed, depth)
         elif child.type == "file_redirect":
-            operator = _text(child.children[0]) if child.children else ""
-            dest = child.child_by_field_name("destination")
-            if dest is not None and ">" in operator:
-                writes = (*writes, _word(dest))
+            target = _written_file(child)
+            if target is not None:
+                writes = (*writes, target)
             _substitutions(child, via, parsed, depth)
         elif child.type in ("herestring_redirect", "heredoc_redirect"):
             _substitutions(child, via, parsed, depth)
