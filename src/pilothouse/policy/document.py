@@ -88,8 +88,8 @@ class Match(BaseModel):
     # and its arguments joined by spaces; or the whole invocation, program and arguments.
     program: str | None = None
     args: str | None = None
-    command: str | None = None
-    path: str | None = None  # file_read, file_write
+    command: str | list[str] | None = None  # any one of the globs
+    path: str | list[str] | None = None  # file_read, file_write; any one of the globs
     domain: str | None = None  # http (the URL's host)
     url: str | None = None  # http
     tool: str | None = None  # mcp: server__tool

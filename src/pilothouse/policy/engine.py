@@ -160,8 +160,15 @@ def _applies(when: When, subject: Subject) -> bool:
     )
 
 
-def _glob(pattern: str | None, value: str | None) -> bool:
-    return pattern is None or (value is not None and fnmatchcase(value, pattern))
+def _glob(pattern: str | list[str] | None, value: str | None) -> bool:
+    """No pattern, or ``value`` matches it (a list: any one of them)."""
+    if pattern is None:
+        return True
+    if value is None:
+        return False
+    if isinstance(pattern, str):
+        return fnmatchcase(value, pattern)
+    return any(fnmatchcase(value, p) for p in pattern)
 
 
 def _matches(match: Match, facts: Facts) -> bool:
