@@ -4,7 +4,7 @@ while used, swept once nobody needs it, and lets the sweeper write an orphan's w
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -108,6 +108,10 @@ async def test_the_same_context_made_twice_is_one_row_with_one_key(
 async def test_a_context_in_use_is_written_again_each_hour_and_kept(
     services: Services, api: Api, clock: MutableClock
 ) -> None:
+    # The hour must not cross UTC midnight: a new day is a new window, so new counters and a
+    # context of their own (the test failed when run between 23:00 and 00:00 UTC).
+    tomorrow = (clock.now() + timedelta(days=1)).replace(hour=1, minute=0, second=0)
+    clock.advance(seconds=(tomorrow - clock.now()).total_seconds())
     ledger, _, applicable = await _project_budget(services, api, PICOS)
     call = of(await _usage_row(services, "req_h0", 0))
     await ledger.reserve(applicable, "req_h0", 10, call)
