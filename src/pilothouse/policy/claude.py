@@ -94,10 +94,7 @@ def _rule(entry: str, verdict: Verdict, rule_id: str) -> Rule | str:
     if tool == "Bash":
         channel, match = Channel.SHELL, Match(command=_commands(spec) if spec else None)
     elif tool in FILE_TOOLS:
-        if not spec:
-            channel, match = FILE_TOOLS[tool], Match()
-        else:
-            channel, match = FILE_TOOLS[tool], Match(path=_paths(spec))
+        channel, match = FILE_TOOLS[tool], Match(path=_paths(spec) if spec else None)
     elif tool == "WebFetch":
         if spec and not spec.startswith("domain:"):
             return "WebFetch rules name a domain (domain:HOST)"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 
 import tree_sitter_bash
@@ -147,10 +147,7 @@ def _redirect_last(parsed: Parsed, found: int, body: Node, targets: tuple[str, .
     else:
         chosen = list(range(len(mine)))
     for i in chosen:
-        inv = mine[i]
-        parsed.invocations[found + i] = Invocation(
-            inv.argv, inv.via, inv.piped_from, inv.writes + targets, inv.span
-        )
+        parsed.invocations[found + i] = replace(mine[i], writes=mine[i].writes + targets)
 
 
 def _redirect_targets(node: Node) -> tuple[str, ...]:
@@ -179,21 +176,19 @@ def _command(
 ) -> None:
     words: list[str] = []
     for child in node.named_children:
-        if child.type == "variable_assignment":
-            _substitutions(child, via, parsed, depth)
-        elif child.type == "file_redirect":
+        if child.type == "file_redirect":
             target = _written_file(child)
             if target is not None:
                 writes = (*writes, target)
-            _substitutions(child, via, parsed, depth)
-        elif child.type in ("herestring_redirect", "heredoc_redirect"):
-            _substitutions(child, via, parsed, depth)
-        else:
+        elif child.type not in ("variable_assignment", "herestring_redirect", "heredoc_redirect"):
             words.append(_word(child.named_children[0] if child.type == "command_name" else child))
-            _substitutions(child, via, parsed, depth)
     if words:
         span = (depth, node.start_byte, node.end_byte)
         _invoke(tuple(words), via, parsed, depth, piped_from, writes, span)
+    # After the command itself, so that a pipeline's element is known by its own program
+    # (``curl "$(cat url)" | sh`` pipes curl, not cat, into sh).
+    for child in node.named_children:
+        _substitutions(child, via, parsed, depth)
 
 
 def _substitutions(node: Node, via: tuple[str, ...], parsed: Parsed, depth: int) -> None:
