@@ -73,6 +73,8 @@ class Target:
     headers: tuple[tuple[str, str], ...]
     expect_status: int
     what: str
+    method: str = "GET"
+    body: str = ""  # JSON, sent with its length
 
 
 TARGETS = {
@@ -279,9 +281,10 @@ def cpu_busy_seconds(cpu: int) -> float:
 class ServerRun:
     """A server process serving the bench app on a fresh data dir; stopped by PID on exit."""
 
-    def __init__(self, spec: ServerSpec, cpu: int) -> None:
+    def __init__(self, spec: ServerSpec, cpu: int, extra_env: dict[str, str] | None = None) -> None:
         self.spec = spec
         self.cpu = cpu
+        self.extra_env = extra_env or {}
         self.port = free_port()
         self._tmp = tempfile.TemporaryDirectory(prefix=f"pilothouse-bench-{spec.name}-")
         self.data_dir = Path(self._tmp.name, "data")
@@ -305,6 +308,7 @@ class ServerRun:
             PILOTHOUSE_LAST_USED_FLUSH_SECONDS="3600",
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         )
+        env.update(self.extra_env)
         return env
 
     def __enter__(self) -> ServerRun:
@@ -484,6 +488,8 @@ class PythonLoad:
             "concurrency": concurrency,
             "seconds": seconds,
             "expect_status": target.expect_status,
+            "method": target.method,
+            "body": target.body,
         }
         argv = [sys.executable, str(Path(__file__).resolve()), "_loadgen", json.dumps(spec)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -557,9 +563,12 @@ async def closed_loop(spec: dict[str, Any]) -> LoadResult:
     """Keep ``concurrency`` connections busy for ``seconds``; latency is per response."""
     loop = asyncio.get_running_loop()
     port, concurrency, seconds = spec["port"], spec["concurrency"], spec["seconds"]
-    lines = [f"GET {spec['path']} HTTP/1.1", f"Host: {HOST}:{port}"]
+    body = spec.get("body", "").encode()
+    lines = [f"{spec.get('method', 'GET')} {spec['path']} HTTP/1.1", f"Host: {HOST}:{port}"]
     lines += [f"{name}: {value}" for name, value in spec["headers"]]
-    raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
     clients: list[_Client] = []
     for _ in range(concurrency):
         _, proto = await loop.create_connection(lambda: _Client(loop), HOST, port)

@@ -21,6 +21,8 @@ from pilothouse.errors import NotFound, PilothouseError
 from pilothouse.gateway.asgi import GatewayASGI
 from pilothouse.gateway.spend_routes import router as spend_router
 from pilothouse.identity.routes import router as identity_router
+from pilothouse.policy.hooks import router as hooks_router
+from pilothouse.policy.routes import router as policy_router
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
@@ -81,6 +83,8 @@ def build_app(
     app.include_router(audit_router)
     app.include_router(spend_router)
     app.include_router(budgets_router)
+    app.include_router(policy_router)
+    app.include_router(hooks_router)
     _health_routes(app)
     _metrics_route(app)
     assert svc.gateway is not None

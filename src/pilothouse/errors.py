@@ -174,3 +174,10 @@ class StoreUnavailable(PilothouseError):
 
     status = 503
     code = "store_unavailable"
+
+
+class PolicyUnreadable(PilothouseError):
+    """The active policy cannot be loaded: checks are refused, never waved through."""
+
+    status = 503
+    code = "policy_unreadable"

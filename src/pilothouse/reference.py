@@ -1,7 +1,8 @@
 """Reference sections of the docs generated from the code, so they cannot drift from it.
 
-``python -m pilothouse.reference`` rewrites the marked sections of docs/configuration.md and
-docs/api.md; a test fails when a committed section differs from what the code renders.
+``python -m pilothouse.reference`` rewrites the marked sections of docs/configuration.md,
+docs/api.md and docs/policy.md; a test fails when a committed section differs from what the code
+renders.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SECTIONS = [
     ("docs/configuration.md", "settings"),
     ("docs/configuration.md", "models"),
     ("docs/api.md", "routes"),
+    ("docs/policy.md", "packs"),
 ]
 
 
@@ -88,7 +90,26 @@ def render_models() -> str:
     return "\n".join(parts).rstrip()
 
 
-RENDERERS = {"settings": render_settings, "models": render_models, "routes": render_routes}
+def render_packs() -> str:
+    """A table of every built-in rule: its id, pack, channels, decision and reason."""
+    from pilothouse.policy.packs import BUILTIN
+
+    rows = ["| rule | pack | channels | decision | reason |", "|---|---|---|---|---|"]
+    for rule in BUILTIN:
+        channels = ", ".join(sorted(c.value for c in rule.channels))
+        reason = rule.reason.replace("|", "\\|")
+        rows.append(
+            f"| `{rule.id}` | `{rule.pack}` | {channels} | {rule.decision.value} | {reason} |"
+        )
+    return "\n".join(rows)
+
+
+RENDERERS = {
+    "settings": render_settings,
+    "models": render_models,
+    "routes": render_routes,
+    "packs": render_packs,
+}
 
 
 def _replace(text: str, name: str, body: str) -> str:

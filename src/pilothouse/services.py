@@ -28,6 +28,11 @@ from pilothouse.gateway.routing import Router
 from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
 from pilothouse.identity.principal import Principal
+from pilothouse.policy import versions
+from pilothouse.policy.approvals import Approvals
+from pilothouse.policy.checks import Checker
+from pilothouse.policy.scan import Scanner
+from pilothouse.policy.versions import PolicyBook
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
 from pilothouse.store.engine import Store
@@ -54,6 +59,7 @@ class Services:
     gateway: Gateway | None = None
     ledger: Ledger | None = None
     alerts: Alerts | None = None
+    checker: Checker | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -86,6 +92,14 @@ class Services:
             self._every("reservation sweep", self.settings.gateway.sweep_seconds, self.ledger.sweep)
         if self.alerts is not None:
             self._every("budget alerts", self.settings.alert_check_seconds, self._alert)
+        if self.checker is not None:
+            self.checker.book.root_org_id = self.root_org_id
+            self._every("approval expiry", 5.0, self.checker.approvals.expire_due)
+            if self.settings.policy_file is not None:
+                await self._sync_policy_file()
+                self._every(
+                    "policy file", self.settings.policy_file_poll_seconds, self._sync_policy_file
+                )
 
     async def usage_settled(self) -> None:
         """Wait for the usage rows and settlements this replica has queued but not yet
@@ -108,6 +122,9 @@ class Services:
             await self.ledger.stop()
         if self.gateway is not None:
             await self.gateway.aclose()
+        if self.checker is not None:
+            await self.checker.recorder.stop()
+            await self.checker.approvals.aclose()
         await self.telemetry.stop()
         with contextlib.suppress(StoreUnavailable):
             await self.last_used.flush(self.store)
@@ -130,6 +147,12 @@ class Services:
                     log.warning("%s failed: %s", what, exc)
 
         self._tasks.append(asyncio.create_task(loop(), name=what))
+
+    async def _sync_policy_file(self) -> None:
+        assert self.settings.policy_file is not None
+        await versions.sync_file(
+            self.store, self.invalidations, self.clock, self.root_org_id, self.settings.policy_file
+        )
 
     async def _flush_last_used(self) -> None:
         await self.last_used.flush(self.store)
@@ -200,9 +223,26 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         authenticator=authenticator,
         telemetry=Telemetry(settings),
     )
-    book = BudgetBook(store, invalidations)
-    services.ledger = Ledger(store, the_clock, book, settings.gateway.reservation_ttl_seconds)
-    services.alerts = Alerts(store, the_clock, book, settings.alert_webhooks)
+    budgets = BudgetBook(store, invalidations)
+    services.ledger = Ledger(store, the_clock, budgets, settings.gateway.reservation_ttl_seconds)
+    services.alerts = Alerts(store, the_clock, budgets, settings.alert_webhooks)
+    book = PolicyBook(store, invalidations, settings.policy_file)
+    services.checker = Checker(
+        store,
+        book,
+        Approvals(
+            store,
+            the_clock,
+            invalidations,
+            book,
+            settings.approval_webhooks,
+            settings.public_url,
+        ),
+        Scanner(),
+        invalidations,
+        the_clock,
+        settings.key_cache_ttl_seconds,
+    )
     prices = PriceBook.shipped(settings.gateway.default_price)
     http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(

@@ -90,6 +90,33 @@ class Settings(BaseModel):
     alert_check_seconds: float = Field(
         5.0, gt=0, description="How often budgets are checked for thresholds crossed."
     )
+    policy_file: Path | None = Field(
+        None,
+        description="A policy document (YAML) that is the root organization's policy (GitOps):"
+        " stored as a new version when it changes, re-read every policy_file_poll_seconds;"
+        " while set, the API refuses changes to that policy. An invalid file is logged and the"
+        " active policy kept.",
+    )
+    policy_file_poll_seconds: float = Field(
+        5.0, gt=0, description="How often the policy file is re-read."
+    )
+    approval_webhooks: list[AlertWebhook] = Field(
+        default_factory=list,
+        description="Where a new approval is announced (YAML list of {url, format: json|slack,"
+        " headers}), with a link to it.",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="The URL people reach this server at: links in approval notifications.",
+    )
+    hook_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=3600,
+        description="How long an agent's hook waits for a human to decide an ask before it"
+        " denies (the hook endpoint's wait when the request gives none).",
+    )
     gateway: GatewayConfig = Field(
         default_factory=GatewayConfig,
         description="Retries, circuit breaking and the default price (see docs/configuration.md).",
@@ -219,6 +246,11 @@ def load_settings(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc
+
+
+def inherited_environment() -> dict[str, str]:
+    """A copy of this process's environment, for a child it starts (``pilothouse run``)."""
+    return dict(os.environ)
 
 
 class ClientSettings(BaseModel):

@@ -86,6 +86,18 @@ POST   /api/v1/budgets                           -        201 201 403 201 403 40
 GET    /api/v1/budgets/{budget_id}               -        200 200 403 200 200 403 403 403 401
 PATCH  /api/v1/budgets/{budget_id}               -        200 200 403 200 403 403 403 403 401
 DELETE /api/v1/budgets/{budget_id}               -        204 204 403 204 403 403 403 403 401
+GET    /api/v1/policy                            -        200 200 200 403 200 403 403 403 401
+PUT    /api/v1/policy                            -        200 200 200 403 403 403 403 403 401
+POST   /api/v1/policy/validate                   -        200 200 200 403 200 403 403 403 401
+GET    /api/v1/policy/versions                   -        200 200 200 403 200 403 403 403 401
+GET    /api/v1/policy/versions/{version}         -        200 200 200 403 200 403 403 403 401
+POST   /api/v1/policy/simulate                   -        200 200 200 403 200 403 403 403 401
+POST   /api/v1/check                             -        200 200 200 200 200 200 200 403 401
+POST   /api/v1/scan                              -        200 200 200 200 200 200 200 403 401
+GET    /api/v1/approvals                         -        200 200 200 403 200 403 403 403 401
+GET    /api/v1/approvals/{approval_id}           -        200 200 200 403 200 403 403 403 401
+POST   /api/v1/approvals/{approval_id}/approve   -        200 200 200 403 403 403 403 403 401
+POST   /api/v1/approvals/{approval_id}/deny      -        200 200 200 403 403 403 403 403 401
 """
 
 # Every route that names an object, called by root-organization callers on objects of a second
@@ -113,6 +125,11 @@ POST   /api/v1/sessions/{session_id}/revoke-key  -       owner admin member serv
 GET    /api/v1/budgets/{budget_id}               -       owner admin finance auditor
 PATCH  /api/v1/budgets/{budget_id}               -       owner admin finance
 DELETE /api/v1/budgets/{budget_id}               -       owner admin finance
+GET    /api/v1/policy/versions/{version}         -       owner admin security auditor
+POST   /api/v1/check                             session owner admin security finance auditor member
+GET    /api/v1/approvals/{approval_id}           -       owner admin security auditor
+POST   /api/v1/approvals/{approval_id}/approve   -       owner admin security
+POST   /api/v1/approvals/{approval_id}/deny      -       owner admin security
 """
 
 
@@ -452,6 +469,56 @@ async def _update_budget(w: World, caller: str) -> Call:
     return Call(f"/api/v1/budgets/{await fresh_budget(w.root)}", {"limit_usd": "1000"})
 
 
+POLICY = (
+    "rules:\n  - id: r\n    channel: shell\n    match: {program: make}\n"
+    "    decision: ask\n    reason: r\n"
+)
+ASKED = "kubectl delete namespace matrix"  # the built-in cloud pack asks about it
+
+
+async def _put_policy(w: World, caller: str) -> Call:
+    return Call("/api/v1/policy", {"source": POLICY, "comment": caller})
+
+
+async def _validate_policy(w: World, caller: str) -> Call:
+    return Call("/api/v1/policy/validate", {"source": POLICY})
+
+
+async def _simulate_policy(w: World, caller: str) -> Call:
+    return Call("/api/v1/policy/simulate", {"source": POLICY, "limit": 10})
+
+
+async def _check(w: World, caller: str) -> Call:
+    return Call("/api/v1/check", {"channel": "shell", "action": {"command": "ls"}})
+
+
+async def _scan(w: World, caller: str) -> Call:
+    return Call("/api/v1/scan", {"content": "hello"})
+
+
+async def fresh_approval(api: Api, user_id: str | None = None) -> str:
+    """A new pending approval in ``api``'s organization, asked by a session acting for
+    ``user_id`` (never a caller of the matrix, so any of them may decide it)."""
+    opened = await api.session(**({"user_id": user_id} if user_id else {}))
+    body = {"channel": "shell", "action": {"command": ASKED}}
+    result = await api.ok("POST", "/api/v1/check", opened["key"]["token"], json=body)
+    return str(result["approval"]["id"])
+
+
+async def _read_approval(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/approvals/{await fresh_approval(w.root, w.bystander_id)}")
+
+
+async def _approve(w: World, caller: str) -> Call:
+    approval_id = await fresh_approval(w.root, w.bystander_id)
+    return Call(f"/api/v1/approvals/{approval_id}/approve", {"comment": caller})
+
+
+async def _deny(w: World, caller: str) -> Call:
+    approval_id = await fresh_approval(w.root, w.bystander_id)
+    return Call(f"/api/v1/approvals/{approval_id}/deny", {"comment": caller})
+
+
 ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/whoami", "-"): _fixed("/api/v1/whoami"),
     ("GET", "/api/v1/org", "-"): _fixed("/api/v1/org"),
@@ -492,6 +559,18 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/budgets/{budget_id}", "-"): _read_budget,
     ("PATCH", "/api/v1/budgets/{budget_id}", "-"): _update_budget,
     ("DELETE", "/api/v1/budgets/{budget_id}", "-"): _read_budget,
+    ("GET", "/api/v1/policy", "-"): _fixed("/api/v1/policy"),
+    ("PUT", "/api/v1/policy", "-"): _put_policy,
+    ("POST", "/api/v1/policy/validate", "-"): _validate_policy,
+    ("GET", "/api/v1/policy/versions", "-"): _fixed("/api/v1/policy/versions"),
+    ("GET", "/api/v1/policy/versions/{version}", "-"): _fixed("/api/v1/policy/versions/0"),
+    ("POST", "/api/v1/policy/simulate", "-"): _simulate_policy,
+    ("POST", "/api/v1/check", "-"): _check,
+    ("POST", "/api/v1/scan", "-"): _scan,
+    ("GET", "/api/v1/approvals", "-"): _fixed("/api/v1/approvals"),
+    ("GET", "/api/v1/approvals/{approval_id}", "-"): _read_approval,
+    ("POST", "/api/v1/approvals/{approval_id}/approve", "-"): _approve,
+    ("POST", "/api/v1/approvals/{approval_id}/deny", "-"): _deny,
 }
 
 
@@ -576,6 +655,35 @@ async def _update_foreign_budget(w: World, caller: str) -> Call:
     return Call(f"/api/v1/budgets/{await fresh_budget(w.foreign.api)}", {"limit_usd": "1000"})
 
 
+async def _foreign_policy_version(w: World, caller: str) -> Call:
+    # A version only the other organization has: one past the root organization's newest.
+    ours = (await w.root.ok("GET", "/api/v1/policy"))["version"]
+    theirs = (await w.foreign.api.ok("GET", "/api/v1/policy"))["version"]
+    while theirs <= ours:
+        stored = await w.foreign.api.ok("PUT", "/api/v1/policy", json={"source": POLICY})
+        theirs = stored["version"]
+    return Call(f"/api/v1/policy/versions/{theirs}")
+
+
+async def _check_foreign_session(w: World, caller: str) -> Call:
+    body = {"channel": "shell", "action": {"command": "ls"}, "session_id": w.foreign.session_id}
+    return Call("/api/v1/check", body)
+
+
+async def _foreign_approval(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/approvals/{await fresh_approval(w.foreign.api, w.foreign.user_id)}")
+
+
+async def _approve_foreign(w: World, caller: str) -> Call:
+    approval_id = await fresh_approval(w.foreign.api, w.foreign.user_id)
+    return Call(f"/api/v1/approvals/{approval_id}/approve", {})
+
+
+async def _deny_foreign(w: World, caller: str) -> Call:
+    approval_id = await fresh_approval(w.foreign.api, w.foreign.user_id)
+    return Call(f"/api/v1/approvals/{approval_id}/deny", {})
+
+
 ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/teams/{team_id}", "-"): _foreign_team,
     ("PATCH", "/api/v1/teams/{team_id}", "-"): _update_foreign_team,
@@ -596,6 +704,11 @@ ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/budgets/{budget_id}", "-"): _foreign_budget,
     ("PATCH", "/api/v1/budgets/{budget_id}", "-"): _update_foreign_budget,
     ("DELETE", "/api/v1/budgets/{budget_id}", "-"): _foreign_budget,
+    ("GET", "/api/v1/policy/versions/{version}", "-"): _foreign_policy_version,
+    ("POST", "/api/v1/check", "session"): _check_foreign_session,
+    ("GET", "/api/v1/approvals/{approval_id}", "-"): _foreign_approval,
+    ("POST", "/api/v1/approvals/{approval_id}/approve", "-"): _approve_foreign,
+    ("POST", "/api/v1/approvals/{approval_id}/deny", "-"): _deny_foreign,
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pilothouse.errors import PolicyInvalid
-from pilothouse.policy.document import Channel, Document, Verdict, load
+from pilothouse.policy.document import Channel, Document, Verdict, load, with_item
 from pilothouse.policy.engine import Action, Policy, Subject
 
 DEFAULT = Policy(Document())
@@ -381,3 +381,34 @@ def test_an_empty_document_is_the_packs_and_allow() -> None:
     document = load("")
     assert document.default == Verdict.ALLOW and document.rules == []
     assert Policy(document).decide(DEV, Action(Channel.SHELL, command="ls")).decision == "allow"
+
+
+ITEM = {"id": "approved-x", "rule": "cloud.destroy", "channel": "shell", "reason": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        ("", []),
+        ("default: allow  # keep me\n", ["# keep me"]),
+        (
+            "# top\nexceptions:\n  - id: a\n    rule: cloud.destroy\n    channel: shell\n"
+            "    reason: r  # why\n\n# about the rules\nrules: []\n",
+            ["# top", "# why", "# about the rules\nrules: []"],
+        ),
+        ("exceptions:\n- id: a\n  rule: cloud.destroy\n  channel: shell\n  reason: r", []),
+        ("exceptions: [{id: a, rule: cloud.destroy, channel: shell, reason: r}]\n", []),
+    ],
+)
+def test_an_added_exception_keeps_the_document_as_it_was_written(
+    source: str, kept: list[str]
+) -> None:
+    added = with_item(source, "exceptions", ITEM)
+    document = load(added)
+    assert [e.id for e in document.exceptions][-1] == "approved-x"
+    assert len(document.exceptions) == (0 if not source or "id: a" not in source else 1) + 1
+    for text in kept:
+        assert text in added
+    if source and not source.startswith("exceptions: ["):  # block style: only lines added
+        rest = iter(added.splitlines())
+        assert all(line in rest for line in source.splitlines())  # in order, none changed

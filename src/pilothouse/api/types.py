@@ -36,6 +36,14 @@ def _utc(value: datetime) -> datetime:
 
 
 Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+Document = Annotated[str, StringConstraints(max_length=1_000_000), AfterValidator(_no_nul)]
+"""A whole document in a body (a policy's YAML)."""
+Content = Annotated[str, StringConstraints(max_length=2_000_000), AfterValidator(_no_nul)]
+"""Content an agent read (a tool's result, a page), as it is scanned."""
+ActionText = Annotated[
+    str, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_no_nul)
+]
+"""A command line, path or URL an agent is about to use."""
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200, strip_whitespace=True),

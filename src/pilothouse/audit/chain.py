@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,19 @@ async def create_chain(conn: AsyncConnection, org_id: str) -> None:
     await conn.execute(insert(audit_heads).values(org_id=org_id, seq=0, hash=GENESIS, note=""))
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event to append (its chain position and hash are given when it is appended)."""
+
+    actor: Actor
+    action: str
+    outcome: str = "success"
+    target_type: str | None = None
+    target_id: str | None = None
+    request_id: str | None = None
+    details: Mapping[str, Any] | None = None
+
+
 async def append(
     conn: AsyncConnection,
     clock: Clock,
@@ -76,6 +89,16 @@ async def append(
     details: Mapping[str, Any] | None = None,
 ) -> str:
     """Append one event to ``org_id``'s chain inside the caller's write transaction."""
+    event = Event(actor, action, outcome, target_type, target_id, request_id, details)
+    (event_id,) = await append_many(conn, clock, org_id, [event])
+    return event_id
+
+
+async def append_many(
+    conn: AsyncConnection, clock: Clock, org_id: str, events: Sequence[Event]
+) -> list[str]:
+    """Append ``events`` in order to ``org_id``'s chain inside the caller's write transaction:
+    one read of the head (locked) and one write of it, however many events."""
     head = (
         await conn.execute(
             select(audit_heads.c.seq, audit_heads.c.hash)
@@ -83,29 +106,34 @@ async def append(
             .with_for_update()
         )
     ).one()
-    row: dict[str, Any] = {
-        "id": new_id("evt"),
-        "org_id": org_id,
-        "seq": head.seq + 1,
-        "ts_us": to_micros(clock.now()),
-        "actor_kind": actor.kind,
-        "actor_id": actor.id,
-        "action": action,
-        "target_type": target_type,
-        "target_id": target_id,
-        "request_id": request_id,
-        "outcome": outcome,
-        "details": canonical_json(dict(details or {})),
-        "prev_hash": head.hash,
-    }
-    row["hash"] = event_hash(row)
-    await conn.execute(insert(audit_events).values(**row))
+    seq, prev_hash, ts_us = head.seq, head.hash, to_micros(clock.now())
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        seq += 1
+        row: dict[str, Any] = {
+            "id": new_id("evt"),
+            "org_id": org_id,
+            "seq": seq,
+            "ts_us": ts_us,
+            "actor_kind": event.actor.kind,
+            "actor_id": event.actor.id,
+            "action": event.action,
+            "target_type": event.target_type,
+            "target_id": event.target_id,
+            "request_id": event.request_id,
+            "outcome": event.outcome,
+            "details": canonical_json(dict(event.details or {})),
+            "prev_hash": prev_hash,
+        }
+        row["hash"] = prev_hash = event_hash(row)
+        rows.append(row)
+    if not rows:
+        return []
+    await conn.execute(insert(audit_events), rows)
     await conn.execute(
-        update(audit_heads)
-        .where(audit_heads.c.org_id == org_id)
-        .values(seq=row["seq"], hash=row["hash"])
+        update(audit_heads).where(audit_heads.c.org_id == org_id).values(seq=seq, hash=prev_hash)
     )
-    return str(row["id"])
+    return [str(r["id"]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)

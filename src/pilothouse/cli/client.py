@@ -85,6 +85,10 @@ class ApiClient:
         """POST ``body`` as JSON to ``path`` and return the JSON answer."""
         return self.request("POST", path, body=body if body is not None else {})
 
+    def put(self, path: str, body: Mapping[str, Any]) -> Any:
+        """PUT ``body`` as JSON to ``path`` and return the JSON answer."""
+        return self.request("PUT", path, body=body)
+
     def patch(self, path: str, body: Mapping[str, Any]) -> Any:
         """PATCH ``path`` with ``body`` and return the JSON answer."""
         return self.request("PATCH", path, body=body)

@@ -64,7 +64,7 @@ def create(
             "--scope",
             metavar="SCOPE",
             help="Service key scope: sessions:write, sessions:declare, usage:read,"
-            " budgets:read or budgets:write.",
+            " budgets:read, budgets:write or policy:check.",
         ),
     ] = None,
     allow_label: Annotated[

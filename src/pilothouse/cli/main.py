@@ -5,7 +5,21 @@ from __future__ import annotations
 import typer
 
 from pilothouse import __version__
-from pilothouse.cli import audit, budgets, keys, orgs, serve, sessions, spend, teams, users
+from pilothouse.cli import (
+    approvals,
+    audit,
+    budgets,
+    hook,
+    keys,
+    orgs,
+    policy,
+    run,
+    serve,
+    sessions,
+    spend,
+    teams,
+    users,
+)
 
 app = typer.Typer(
     name="pilothouse",
@@ -24,6 +38,10 @@ app.add_typer(sessions.app)
 app.add_typer(audit.app)
 app.add_typer(orgs.app)
 app.add_typer(budgets.app)
+app.add_typer(policy.app)
+app.add_typer(approvals.app)
+app.command("hook")(hook.hook)
+app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
 app.command("spend")(spend.spend)
 app.command("usage")(spend.usage)
 

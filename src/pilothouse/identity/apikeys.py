@@ -60,7 +60,12 @@ class KeyCreate(Body):
     scopes: Annotated[
         list[
             Literal[
-                "sessions:write", "sessions:declare", "usage:read", "budgets:read", "budgets:write"
+                "sessions:write",
+                "sessions:declare",
+                "usage:read",
+                "budgets:read",
+                "budgets:write",
+                "policy:check",
             ]
         ],
         Field(max_length=8),

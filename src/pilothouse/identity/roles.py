@@ -36,10 +36,21 @@ class Permission(StrEnum):
     USAGE_READ = "usage:read"
     BUDGETS_READ = "budgets:read"
     BUDGETS_WRITE = "budgets:write"
+    POLICY_READ = "policy:read"
+    POLICY_WRITE = "policy:write"
+    POLICY_CHECK = "policy:check"
+    APPROVALS_READ = "approvals:read"
+    APPROVALS_DECIDE = "approvals:decide"
 
 
 _ALL_HUMANS = frozenset(Role)
-_READ = {Permission.ORG_READ, Permission.TEAMS_READ, Permission.USERS_READ, Permission.KEYS_OWN}
+_READ = {
+    Permission.ORG_READ,
+    Permission.TEAMS_READ,
+    Permission.USERS_READ,
+    Permission.KEYS_OWN,
+    Permission.POLICY_CHECK,
+}
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: frozenset(Permission) - {Permission.ORG_CREATE},
@@ -51,6 +62,10 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.KEYS_REVOKE_ANY,
             Permission.SESSIONS_READ,
             Permission.AUDIT_READ,
+            Permission.POLICY_READ,
+            Permission.POLICY_WRITE,
+            Permission.APPROVALS_READ,
+            Permission.APPROVALS_DECIDE,
         }
     ),
     Role.FINANCE: frozenset(
@@ -73,6 +88,8 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.AUDIT_READ,
             Permission.USAGE_READ,
             Permission.BUDGETS_READ,
+            Permission.POLICY_READ,
+            Permission.APPROVALS_READ,
         }
     ),
     Role.MEMBER: frozenset(_READ | {Permission.SESSIONS_READ, Permission.SESSIONS_WRITE}),
@@ -80,11 +97,19 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 """Role -> permissions. ORG_CREATE is granted only to owners of the root organization."""
 
 SERVICE_SCOPES = frozenset(
-    {"sessions:write", "sessions:declare", "usage:read", "budgets:read", "budgets:write"}
+    {
+        "sessions:write",
+        "sessions:declare",
+        "usage:read",
+        "budgets:read",
+        "budgets:write",
+        "policy:check",
+    }
 )
 """Scopes a service key may hold: open/end sessions; declare a session and labels by header;
 read usage and spend (a finance export or a BI job); read budgets, or manage them (a job that
-provisions budgets from a finance system)."""
+provisions budgets from a finance system); check actions for the organization's sessions (a
+harness that asks on its agents' behalf). No scope decides an approval: only people do."""
 
 SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "sessions:write": frozenset({Permission.SESSIONS_WRITE}),
@@ -93,6 +118,7 @@ SCOPE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "budgets:read": frozenset({Permission.BUDGETS_READ}),
     # Managing budgets means reading them back: a provisioning job reconciles what exists.
     "budgets:write": frozenset({Permission.BUDGETS_READ, Permission.BUDGETS_WRITE}),
+    "policy:check": frozenset({Permission.POLICY_CHECK}),
 }
 
 

@@ -106,6 +106,9 @@ agent_sessions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),
+    # Set when content the session read was flagged as a prompt injection (policy/scan.py).
+    Column("tainted_at", UTCDateTime, nullable=True),
+    Column("taint_reason", Text, nullable=True),
     Index("ix_agent_sessions_org_created", "org_id", "id"),
 )
 

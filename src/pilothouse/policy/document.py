@@ -89,6 +89,7 @@ class Match(BaseModel):
     program: str | None = None
     args: str | None = None
     command: str | list[str] | None = None  # any one of the globs
+    line: str | list[str] | None = None  # shell, git: the whole command line, as given
     path: str | list[str] | None = None  # file_read, file_write; any one of the globs
     domain: str | None = None  # http (the URL's host)
     url: str | None = None  # http
@@ -110,6 +111,30 @@ class Rule(BaseModel):
     decision: Verdict
     reason: str = Field(min_length=1, max_length=500)
     mode: Literal["enforce", "report"] = "enforce"
+
+
+class Exception_(BaseModel):
+    """An exception to one rule: where it applies, that rule's match does not count (an
+    approved action's "approve and add a rule" is one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    rule: str = Field(min_length=1, max_length=100, description="the rule it lifts")
+    channel: Channel
+    when: When = Field(default_factory=When)
+    match: Match = Field(default_factory=Match)
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class Approvals(BaseModel):
+    """How actions a rule asks about are approved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_seconds: int = Field(600, ge=10, le=7 * 24 * 3600)
+    # Whether the user a session acts for may decide that session's approvals.
+    self_approval: bool = False
 
 
 class Packs(BaseModel):
@@ -148,7 +173,9 @@ class Document(BaseModel):
 
     default: Verdict = Verdict.ALLOW
     packs: Packs = Field(default_factory=Packs)
+    approvals: Approvals = Field(default_factory=Approvals)
     rules: list[Rule] = Field(default_factory=list)
+    exceptions: list[Exception_] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -193,13 +220,38 @@ def load(text: str) -> Document:
         document = Document.model_validate(data)
     except ValidationError as exc:
         raise _invalid([_problem(e, lines) for e in exc.errors()]) from exc
-    seen: set[str] = set()
-    for i, rule in enumerate(document.rules):
-        if rule.id in seen:
-            line = lines.get(("rules", i, "id"), 0)
-            raise _invalid([Problem(line, f"rules[{i}].id", f"{rule.id!r} is used twice")])
-        seen.add(rule.id)
+    problems = []
+    named: list[tuple[str, list[str]]] = [
+        ("rules", [r.id for r in document.rules]),
+        ("exceptions", [e.id for e in document.exceptions]),
+    ]
+    for part, ids in named:
+        seen: set[str] = set()
+        for i, item_id in enumerate(ids):
+            if item_id in seen:
+                line = lines.get((part, i, "id"), 0)
+                problems.append(Problem(line, f"{part}[{i}].id", f"{item_id!r} is used twice"))
+            seen.add(item_id)
+    problems += _unknown_rules(document, lines)
+    if problems:
+        raise _invalid(problems)
     return document
+
+
+def _unknown_rules(document: Document, lines: dict[tuple[str | int, ...], int]) -> list[Problem]:
+    """An exception must lift a rule that exists: the document's own or a built-in one."""
+    from pilothouse.policy.packs import BUILTIN
+
+    known = {rule.id for rule in document.rules} | {rule.id for rule in BUILTIN}
+    return [
+        Problem(
+            lines.get(("exceptions", i, "rule"), 0),
+            f"exceptions[{i}].rule",
+            f"no rule {exception.rule!r} in this document or the built-in packs",
+        )
+        for i, exception in enumerate(document.exceptions)
+        if exception.rule not in known
+    ]
 
 
 class _Refused(Exception):
@@ -248,3 +300,40 @@ def _dotted(path: tuple[Any, ...]) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+def with_item(source: str, key: str, item: dict[str, Any]) -> str:
+    """``source`` with ``item`` added at the end of its top-level list ``key`` (``rules`` or
+    ``exceptions``), as text: the document's comments, order and layout stay as they were. A
+    list written in flow style (``[...]``) is the one case the document is written anew."""
+    node = yaml.compose(source, Loader=yaml.SafeLoader) if source.strip() else None
+    entry = yaml.safe_dump([item], sort_keys=False, allow_unicode=True)
+    if node is None:
+        return source + yaml.safe_dump({key: [item]}, sort_keys=False, allow_unicode=True)
+    found = next(
+        (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None
+    )
+    if found is None:
+        separator = "" if source.endswith("\n") else "\n"
+        return source + separator + f"{key}:\n" + _indented(entry, 2)
+    if isinstance(found, yaml.SequenceNode) and not found.flow_style and found.value:
+        dash = found.value[0].start_mark.column - 2  # items are "- " then their content
+        last_line = found.value[-1].end_mark.line
+        lines = source.splitlines(keepends=True)
+        at = last_line + (1 if found.value[-1].end_mark.column > 0 else 0)
+        # Back over the blank and comment lines that follow the last item (a block mapping
+        # ends where the next token starts): they belong to what comes next.
+        while 0 < at <= len(lines) and lines[at - 1].strip()[:1] in ("", "#"):
+            at -= 1
+        head = "".join(lines[:at])
+        if head and not head.endswith("\n"):
+            head += "\n"
+        return head + _indented(entry, dash) + "".join(lines[at:])
+    data = yaml.safe_load(source) or {}
+    data.setdefault(key, []).append(item)
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def _indented(text: str, spaces: int) -> str:
+    pad = " " * max(0, spaces)
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(True))
