@@ -237,7 +237,9 @@ async def test_an_approval_lets_its_exact_action_run_once(api: Api) -> None:
     allowed = await _check(api, token, CLOUD, approval_id=approval_id)
     assert allowed["decision"] == "allow" and "ok once" in allowed["reason"]
     spent = await _check(api, token, CLOUD, approval_id=approval_id)
-    assert spent["decision"] == "ask"  # once
+    assert spent["decision"] == "ask"  # once: the next run needs an approval of its own
+    assert spent["approval"]["id"] not in (approval_id, changed["approval"]["id"])
+    assert spent["approval"]["status"] == "pending"
     approved = await _events(api, "approval.approved")
     assert [e["target"]["id"] for e in approved] == [approval_id]
 
@@ -266,8 +268,13 @@ async def test_an_approval_no_one_decides_in_time_denies(
     _, token = await _session(api)
     asked = await _check(api, token, CLOUD)
     clock.advance(seconds=601)
-    late = await _check(api, token, CLOUD, approval_id=asked["approval"]["id"], wait=5)
+    late = await _check(api, token, CLOUD, approval_id=asked["approval"]["id"])
     assert late["decision"] == "deny" and "expired" in late["reason"]
+    waited = await _check(api, token, CLOUD, approval_id=asked["approval"]["id"], wait=5)
+    assert waited["decision"] == "deny" and "expired" in waited["reason"]
+    # Asked afresh, the same action gets a new approval, not the expired one.
+    fresh = await _check(api, token, CLOUD)
+    assert fresh["decision"] == "ask" and fresh["approval"]["id"] != asked["approval"]["id"]
     security = (await api.user_with_key("security"))[1]
     too_late = await api.call(
         "POST", f"/api/v1/approvals/{asked['approval']['id']}/approve", security, json={}

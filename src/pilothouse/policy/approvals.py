@@ -211,33 +211,37 @@ class Approvals:
     async def expire(self, org_id: str, approval_id: str) -> Any:
         """Mark a pending approval past its expiry expired (audited); the row after, or None if
         it was decided or expired by someone else first."""
-        now = self._clock.now()
         async with self._store.write() as conn:
-            done = await conn.execute(
-                update(approvals)
-                .where(
-                    approvals.c.id == approval_id,
-                    approvals.c.org_id == org_id,
-                    approvals.c.status == "pending",
-                    approvals.c.expires_at <= now,
-                )
-                .values(status="expired", decided_at=now)
+            return await self.expire_in(conn, org_id, approval_id)
+
+    async def expire_in(self, conn: AsyncConnection, org_id: str, approval_id: str) -> Any:
+        """``expire`` inside the caller's write transaction."""
+        now = self._clock.now()
+        done = await conn.execute(
+            update(approvals)
+            .where(
+                approvals.c.id == approval_id,
+                approvals.c.org_id == org_id,
+                approvals.c.status == "pending",
+                approvals.c.expires_at <= now,
             )
-            if done.rowcount != 1:
-                return None
-            await chain.append(
-                conn,
-                self._clock,
-                org_id=org_id,
-                actor=chain.Actor("system", None),
-                action="approval.expired",
-                outcome="denied",
-                target_type="approval",
-                target_id=approval_id,
-                details={"reason": "no one decided before it expired"},
-            )
-            await self._invalidations.publish(conn, KIND, approval_id)
-            return await read_row(conn, org_id, approval_id)
+            .values(status="expired", decided_at=now)
+        )
+        if done.rowcount != 1:
+            return None
+        await chain.append(
+            conn,
+            self._clock,
+            org_id=org_id,
+            actor=chain.Actor("system", None),
+            action="approval.expired",
+            outcome="denied",
+            target_type="approval",
+            target_id=approval_id,
+            details={"reason": "no one decided before it expired"},
+        )
+        await self._invalidations.publish(conn, KIND, approval_id)
+        return await read_row(conn, org_id, approval_id)
 
     async def expire_due(self) -> int:
         """Expire every pending approval past its expiry; how many."""

@@ -329,11 +329,14 @@ class Checker:
             if body.approval_id is not None and verdict is Verdict.ASK:
                 approval = await read_row(conn, ctx.org_id, body.approval_id)
                 if approval is not None and (
-                    approval["action_hash"] != digest or approval["session_id"] != session_id
+                    approval["action_hash"] != digest
+                    or approval["session_id"] != session_id
+                    or approval["used_at"] is not None
                 ):
-                    approval = None  # an approval is for its own action only: ask again
+                    # For its own action only, and once: anything else asks again.
+                    approval = None
             if approval is None and verdict is Verdict.ASK:
-                approval = await self._pending(conn, ctx.org_id, session_id, digest)
+                approval = await self._pending(conn, ctx, session_id, digest)
             if approval is not None:
                 verdict, reason = await self._settled(conn, approval, verdict, reason)
             if approval is None and verdict is Verdict.ASK:
@@ -400,7 +403,7 @@ class Checker:
         )
 
     async def _pending(
-        self, conn: AsyncConnection, org_id: str, session_id: str | None, digest: str
+        self, conn: AsyncConnection, ctx: RequestContext, session_id: str | None, digest: str
     ) -> Any:
         """A pending approval of the same action in the same session (asked again while it
         waits: the same approval, not a second one)."""
@@ -409,9 +412,10 @@ class Checker:
                 await conn.execute(
                     select(approvals)
                     .where(
-                        approvals.c.org_id == org_id,
+                        approvals.c.org_id == ctx.org_id,
                         approvals.c.action_hash == digest,
                         approvals.c.status == "pending",
+                        approvals.c.expires_at > ctx.clock.now(),
                         approvals.c.session_id == session_id
                         if session_id is not None
                         else approvals.c.session_id.is_(None),
@@ -438,6 +442,10 @@ class Checker:
             return verdict, reason  # spent already: the action needs a new approval
         if status == "denied":
             return Verdict.DENY, f"denied by {who}{note}"
+        if status == "pending" and await self.approvals.expire_in(
+            conn, approval["org_id"], approval["id"]
+        ):
+            status = "expired"
         if status == "expired":
             return Verdict.DENY, "no one approved it in time: the approval expired"
         return verdict, reason
