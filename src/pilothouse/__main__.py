@@ -1,5 +1,5 @@
 """Allow ``python -m pilothouse``."""
 
-from pilothouse.cli.main import main
+from pilothouse.entry import main
 
 main()

@@ -412,3 +412,19 @@ def test_an_added_exception_keeps_the_document_as_it_was_written(
     if source and not source.startswith("exceptions: ["):  # block style: only lines added
         rest = iter(added.splitlines())
         assert all(line in rest for line in source.splitlines())  # in order, none changed
+
+
+def test_git_rules_see_git_run_through_the_shell_and_shell_rules_see_git_actions() -> None:
+    policy = Policy(
+        load(
+            "rules:\n"
+            "  - {id: no-tags, channel: git, match: {command: 'git push --tags*'},"
+            " decision: deny, reason: tags are cut by CI}\n"
+            "  - {id: ask-make, channel: shell, match: {program: make}, decision: ask,"
+            " reason: r}\n"
+        )
+    )
+    through_bash = Action(Channel.SHELL, command="cd repo && git push --tags origin")
+    assert policy.decide(Subject(), through_bash).rule == "no-tags"
+    assert policy.decide(Subject(), Action(Channel.GIT, command="make release")).rule == "ask-make"
+    assert policy.decide(Subject(), Action(Channel.SHELL, command="git push")).rule is None

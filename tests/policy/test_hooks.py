@@ -205,3 +205,32 @@ def test_an_answer_that_is_not_the_hook_json_blocks() -> None:
         server.shutdown()
         server.server_close()
     assert done.returncode == 2 and b"not a JSON object" in done.stderr
+
+
+def test_the_hook_loads_neither_the_cli_nor_the_server() -> None:
+    probe = (
+        "import sys, runpy; sys.argv = ['pilothouse', 'hook', 'claude-code', '--wait', '1'];"
+        "import pilothouse.entry as e\n"
+        "try:\n    e.main()\nexcept SystemExit as exit:\n"
+        "    loaded = [m for m in ('typer', 'sqlalchemy', 'pilothouse.settings',"
+        " 'pilothouse.cli.main') if m in sys.modules]\n"
+        "    print(exit.code, loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        input=json.dumps(_pre("Bash", {"command": "ls"})).encode(),
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "PILOTHOUSE_URL": f"http://127.0.0.1:{free_port()}"},
+        timeout=60,
+    )
+    assert done.stdout.decode().strip() == "2 []", done.stderr
+
+
+def test_a_hook_command_the_fast_path_does_not_know_goes_to_the_cli() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pilothouse", "hook", "claude-code", "--wiat", "1"],
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert done.returncode == 2 and b"No such option" in done.stderr

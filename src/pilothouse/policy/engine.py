@@ -134,13 +134,14 @@ class Policy:
             for builtin in self.builtin
             if action.channel in builtin.channels and builtin.test(facts)
         ]
-        index = self._rules.get(action.channel)
-        if index is not None:
-            hits += [
-                Hit(c.id, c.decision, c.reason, None, c.report)
-                for c in index.candidates(facts)
-                if c.applies(subject) and c.matches(facts)
-            ]
+        for channel in _SEEN_BY.get(action.channel, (action.channel,)):
+            index = self._rules.get(channel)
+            if index is not None:
+                hits += [
+                    Hit(c.id, c.decision, c.reason, None, c.report)
+                    for c in index.candidates(facts)
+                    if c.applies(subject) and c.matches(facts)
+                ]
         if self._exceptions:
             hits = [self._lifted(hit, facts) for hit in hits]
         enforced = [h for h in hits if not h.report and h.excepted is None]
@@ -155,12 +156,17 @@ class Policy:
         """``hit``, marked with the first exception for its rule that applies to this action."""
         for exception in self._exceptions.get(hit.rule, ()):
             if (
-                exception.channel == facts.action.channel
+                exception.channel in _SEEN_BY.get(facts.action.channel, (facts.action.channel,))
                 and exception.applies(facts.subject)
                 and exception.matches(facts)
             ):
                 return replace(hit, excepted=exception.id)
         return hit
+
+
+# A git command is a command line, whichever way it comes: git rules see the shell's command
+# lines (a `git push` run through Bash included), and shell rules see git actions.
+_SEEN_BY = {Channel.SHELL: (Channel.SHELL, Channel.GIT), Channel.GIT: (Channel.GIT, Channel.SHELL)}
 
 
 # --- rules compiled once: globs as regular expressions, shell rules indexed by program ------
