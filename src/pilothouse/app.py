@@ -22,6 +22,7 @@ from pilothouse.gateway.asgi import GatewayASGI
 from pilothouse.gateway.spend_routes import router as spend_router
 from pilothouse.identity.routes import router as identity_router
 from pilothouse.policy.hooks import router as hooks_router
+from pilothouse.policy.routes import hot_router as checks_router
 from pilothouse.policy.routes import router as policy_router
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
@@ -79,12 +80,13 @@ def build_app(
     app.state.services = svc
     app.add_middleware(ApiMiddleware)
     errors.install(app)
+    app.include_router(hooks_router)  # the agents' hot routes first (see policy/routes.py)
+    app.include_router(checks_router)
     app.include_router(identity_router)
     app.include_router(audit_router)
     app.include_router(spend_router)
     app.include_router(budgets_router)
     app.include_router(policy_router)
-    app.include_router(hooks_router)
     _health_routes(app)
     _metrics_route(app)
     assert svc.gateway is not None

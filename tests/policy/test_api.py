@@ -401,3 +401,23 @@ rules:
     assert (await api.ok("GET", "/api/v1/policy"))["version"] == 0  # nothing stored
     bad = await api.call("POST", "/api/v1/policy/simulate", json={"source": "rules: 3\n"})
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "policy_invalid"
+
+
+async def test_concurrent_checks_are_each_recorded_once_and_the_chain_still_verifies(
+    api: Api, services: Services
+) -> None:
+    tokens = [(await _session(api))[1] for _ in range(4)]
+    commands = [f"echo {i}" for i in range(12)] + [UPLOAD] * 4
+    results = await asyncio.gather(
+        *(_check(api, tokens[i % 4], command) for i, command in enumerate(commands))
+    )
+    checks = {r["check_id"] for r in results}
+    assert len(checks) == len(commands)
+    audited = [e["details"]["check_id"] for e in await _events(api, "policy.check")]
+    assert sorted(audited) == sorted(checks)  # each once
+    verified = await api.ok("GET", "/api/v1/audit/verify")
+    assert verified["ok"] is True, verified
+    replay = await api.ok(
+        "POST", "/api/v1/policy/simulate", json={"source": "default: allow\n", "limit": 100}
+    )
+    assert replay["replayed"] == len(commands)

@@ -106,7 +106,25 @@ async def append_many(
             .with_for_update()
         )
     ).one()
-    seq, prev_hash, ts_us = head.seq, head.hash, to_micros(clock.now())
+    rows = chained_rows(org_id, head.seq, head.hash, to_micros(clock.now()), events)
+    if not rows:
+        return []
+    await conn.execute(insert(audit_events), rows)
+    last = rows[-1]
+    await conn.execute(
+        update(audit_heads)
+        .where(audit_heads.c.org_id == org_id)
+        .values(seq=last["seq"], hash=last["hash"])
+    )
+    return [str(r["id"]) for r in rows]
+
+
+def chained_rows(
+    org_id: str, seq: int, prev_hash: str, ts_us: int, events: Sequence[Event]
+) -> list[dict[str, Any]]:
+    """The rows of ``events`` following a chain whose head is (``seq``, ``prev_hash``): each
+    with its sequence number, the previous event's hash and its own. The caller holds the head
+    (locked) and moves it to the last row's ``seq`` and ``hash``."""
     rows: list[dict[str, Any]] = []
     for event in events:
         seq += 1
@@ -127,13 +145,7 @@ async def append_many(
         }
         row["hash"] = prev_hash = event_hash(row)
         rows.append(row)
-    if not rows:
-        return []
-    await conn.execute(insert(audit_events), rows)
-    await conn.execute(
-        update(audit_heads).where(audit_heads.c.org_id == org_id).values(seq=seq, hash=prev_hash)
-    )
-    return [str(r["id"]) for r in rows]
+    return rows
 
 
 @dataclass(frozen=True, slots=True)

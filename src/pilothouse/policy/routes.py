@@ -26,6 +26,9 @@ from pilothouse.policy.document import Verdict, load
 from pilothouse.services import Services
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
+# The route agents call before every action, mounted first: FastAPI tries routes in order, and
+# each one it tries first costs a regular-expression match (bench/README, *Checks*).
+hot_router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
 Svc = Annotated[Services, Depends(services_of)]
 Reader = Annotated[RequestContext, require(Permission.POLICY_READ)]
@@ -145,7 +148,7 @@ async def simulate_policy(
     return await simulation.simulate(svc.store, checker_of(svc).book, ctx.org_id, body)
 
 
-@router.post("/check", tags=["checks"], summary="Check an action")
+@hot_router.post("/check", tags=["checks"], summary="Check an action")
 async def check(body: CheckRequest, svc: Svc, ctx: Caller) -> CheckResult:
     """Decide an agent's action: allow, deny, or ask (with an approval). With ``wait``, an ask
     waits that long for a human: the answer is then allow or deny (an expired approval
