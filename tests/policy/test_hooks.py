@@ -234,3 +234,19 @@ def test_a_hook_command_the_fast_path_does_not_know_goes_to_the_cli() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and b"No such option" in done.stderr
+
+
+async def test_an_action_approved_after_the_hook_stopped_waiting_runs_when_asked_again(
+    api: Api,
+) -> None:
+    token = (await api.session())["key"]["token"]
+    security = (await api.user_with_key("security"))[1]
+    asked = _pre("Bash", {"command": "kubectl delete ns staging"})
+    decision, reason = _decision(await _hook(api, token, asked, wait=0.1))
+    (pending,) = (await api.ok("GET", "/api/v1/approvals?status=pending"))["data"]
+    assert decision == "deny" and pending["id"] in reason
+    await api.ok("POST", f"/api/v1/approvals/{pending['id']}/approve", security, json={})
+    assert _decision(await _hook(api, token, asked, wait=0.1))[0] == "allow"
+    # Once: the next run of the same command asks again.
+    decision, reason = _decision(await _hook(api, token, asked, wait=0.1))
+    assert decision == "deny" and pending["id"] not in reason

@@ -336,7 +336,7 @@ class Checker:
                     # For its own action only, and once: anything else asks again.
                     approval = None
             if approval is None and verdict is Verdict.ASK:
-                approval = await self._pending(conn, ctx, session_id, digest)
+                approval = await self._open(conn, ctx, session_id, digest)
             if approval is not None:
                 verdict, reason = await self._settled(conn, approval, verdict, reason)
             if approval is None and verdict is Verdict.ASK:
@@ -402,11 +402,12 @@ class Checker:
             policy_version=version,
         )
 
-    async def _pending(
+    async def _open(
         self, conn: AsyncConnection, ctx: RequestContext, session_id: str | None, digest: str
     ) -> Any:
-        """A pending approval of the same action in the same session (asked again while it
-        waits: the same approval, not a second one)."""
+        """An approval of the same action in the same session that still stands: pending
+        (asked again while it waits: the same approval, not a second one), or approved and not
+        yet used (an agent whose hook stopped waiting asks again after a person approved)."""
         return (
             (
                 await conn.execute(
@@ -414,7 +415,8 @@ class Checker:
                     .where(
                         approvals.c.org_id == ctx.org_id,
                         approvals.c.action_hash == digest,
-                        approvals.c.status == "pending",
+                        approvals.c.status.in_(("pending", "approved")),
+                        approvals.c.used_at.is_(None),
                         approvals.c.expires_at > ctx.clock.now(),
                         approvals.c.session_id == session_id
                         if session_id is not None

@@ -106,7 +106,7 @@ class CheckRecorder:
     async def _commit(self, batch: list[_Queued]) -> None:
         checks = [self._checks.values(q.row) for q in batch]
         by_org: dict[str, list[chain.Event]] = {}
-        for queued in batch:
+        for queued in sorted(batch, key=lambda q: q.org_id):  # heads locked in one order
             by_org.setdefault(queued.org_id, []).append(queued.event)
         ts_us = to_micros(self._clock.now())
         if self._store.dialect == "sqlite":
