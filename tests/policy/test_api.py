@@ -421,3 +421,17 @@ async def test_concurrent_checks_are_each_recorded_once_and_the_chain_still_veri
         "POST", "/api/v1/policy/simulate", json={"source": "default: allow\n", "limit": 100}
     )
     assert replay["replayed"] == len(commands)
+
+
+async def test_versions_page_by_page_end_with_the_built_in_version_0(api: Api) -> None:
+    for _ in range(3):
+        await api.ok("PUT", "/api/v1/policy", json={"source": ASKING})
+    seen: list[int] = []
+    before = ""
+    for _ in range(10):
+        page = await api.ok("GET", f"/api/v1/policy/versions?limit=2{before}")
+        seen += [v["version"] for v in page["data"]]
+        if page["next_before"] is None:
+            break
+        before = f"&before={page['next_before']}"
+    assert seen == [3, 2, 1, 0]

@@ -308,10 +308,12 @@ async def list_versions(
     async with store.read() as conn:
         rows = (await conn.execute(query)).mappings().all()
     views = [_view(r, with_source=False) for r in rows[:limit]]
-    more = len(rows) > limit
-    if not more and (before is None or before > 0) and len(views) < limit:
+    if len(rows) > limit:
+        return views, views[-1].version
+    if len(views) < limit:  # the last page ends with version 0, the built-in default
         views.append(DEFAULT_VIEW.model_copy(update={"source": None}))
-    return views, (views[-1].version if more else None)
+        return views, None
+    return views, views[-1].version  # a full page: version 0 is on the next one
 
 
 async def sync_file(
