@@ -103,8 +103,15 @@ async def test_rows_read_back_as_sqlalchemys_own_rows_do(services: Services) -> 
     assert bulk_row == {**orm_row, "request_id": "req_bulk"}
     assert bulk_row["error"] == AWKWARD
     assert bulk_row["created_at"] == WHEN
-    # Stored alike, so range queries and ordering treat both rows the same.
+    # Stored alike, byte for byte (a time included: on SQLite, SQLAlchemy's text, not what
+    # sqlite3's own datetime adapter would make of it), so range queries and ordering treat
+    # both rows the same.
     async with services.store.read() as conn:
+        stored = await conn.execute(
+            text("SELECT CAST(created_at AS TEXT) FROM usage_records ORDER BY request_id")
+        )
+        as_bulk, as_orm = stored.scalars()
+        assert as_bulk == as_orm
         since = WHEN - timedelta(microseconds=1)
         found = await conn.execute(
             select(usage_records.c.request_id).where(usage_records.c.created_at > since)

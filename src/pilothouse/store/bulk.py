@@ -298,8 +298,11 @@ class RowInsert:
 
     def __init__(self, store: Store, table: Table, key: str | None) -> None:
         dialect = store.engine.dialect
+        # The type as the dialect runs it (``dialect_impl``): a TypeDecorator's own processor
+        # is built on its generic impl, which on SQLite hands sqlite3 a datetime to adapt itself
+        # (deprecated in Python 3.12, and not the text SQLAlchemy stores).
         self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
-            (c.name, c.type.bind_processor(dialect)) for c in table.columns
+            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in table.columns
         ]
         names = ", ".join(name for name, _ in self._columns)
         marks = ", ".join("?" for _ in self._columns)
