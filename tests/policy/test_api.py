@@ -435,3 +435,16 @@ async def test_versions_page_by_page_end_with_the_built_in_version_0(api: Api) -
             break
         before = f"&before={page['next_before']}"
     assert seen == [3, 2, 1, 0]
+
+
+async def test_the_sessions_kept_in_memory_are_bounded(
+    api: Api, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pilothouse.policy import checks
+
+    monkeypatch.setattr(checks, "MAX_SUBJECTS", 2)
+    for _ in range(5):
+        _, token = await _session(api)
+        assert (await _check(api, token, HARMLESS))["decision"] == "allow"
+    assert services.checker is not None
+    assert 0 < len(services.checker._subjects) <= 2

@@ -166,6 +166,7 @@ def _hit_view(hit: Hit) -> HitView:
 
 
 SUBJECT_KIND = "session-subject"
+MAX_SUBJECTS = 20_000  # sessions whose subject is kept in memory (a few hundred bytes each)
 
 
 class Checker:
@@ -227,6 +228,8 @@ class Checker:
         listening = self._invalidations.listening  # before the read: a change during it drops
         subject, row = await self._read_subject(ctx, session_id)
         if row is not None and listening:
+            if len(self._subjects) >= MAX_SUBJECTS:  # ended sessions' entries: start afresh
+                self._subjects.clear()
             self._subjects[(ctx.org_id, row["id"])] = (time.monotonic(), subject, row)
         return subject, row
 
