@@ -51,11 +51,12 @@ def hook_command(client: str, wait: float) -> str:
     return f"{shlex.quote(sys.executable)} -m pilothouse hook {client} --wait {wait:g} || exit 2"
 
 
-def claude_settings(wait: float) -> dict[str, Any]:
-    """Claude Code settings whose hooks check every tool call."""
+def hook_settings(client: str, wait: float) -> dict[str, Any]:
+    """The ``hooks`` settings both clients read (Claude Code's settings, Codex's
+    ``hooks.json``): every tool call checked before it runs and scanned after."""
     entry = {
         "type": "command",
-        "command": hook_command("claude-code", wait),
+        "command": hook_command(client, wait),
         "timeout": int(wait) + HOOK_MARGIN_S,
     }
     return {
@@ -84,18 +85,7 @@ def codex_home(base: Path, url: str, wait: float) -> Path:
         "[model_providers.pilothouse.env_http_headers]\n"
         '"X-Pilothouse-Session" = "PILOTHOUSE_SESSION_ID"\n'
     )
-    entry = {
-        "type": "command",
-        "command": hook_command("codex", wait),
-        "timeout": int(wait) + HOOK_MARGIN_S,
-    }
-    hooks = {
-        "hooks": {
-            "PreToolUse": [{"matcher": "*", "hooks": [entry]}],
-            "PostToolUse": [{"matcher": "*", "hooks": [entry]}],
-        }
-    }
-    (home / "hooks.json").write_text(json.dumps(hooks, indent=2))
+    (home / "hooks.json").write_text(json.dumps(hook_settings("codex", wait), indent=2))
     return home
 
 
@@ -114,7 +104,7 @@ def agent_argv(
     name = Path(argv[0]).name
     if name in ("claude", "claude.exe"):
         settings = scratch / "claude-settings.json"
-        settings.write_text(json.dumps(claude_settings(wait), indent=2))
+        settings.write_text(json.dumps(hook_settings("claude-code", wait), indent=2))
         return [argv[0], "--settings", str(settings), *argv[1:]]
     if name == "codex":
         env["CODEX_HOME"] = str(codex_home(scratch, url, wait))

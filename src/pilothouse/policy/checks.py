@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
@@ -469,7 +469,7 @@ class Checker:
         lifetime: int,
     ) -> Any:
         now = ctx.clock.now()
-        expires_at = now + _seconds(lifetime)
+        expires_at = now + timedelta(seconds=lifetime)
         row: dict[str, Any] = {
             "id": new_id("apr"),
             "org_id": ctx.org_id,
@@ -562,10 +562,6 @@ class Checker:
             )
 
 
-def _seconds(n: int) -> timedelta:
-    return timedelta(seconds=n)
-
-
 def _subject_json(subject: Subject) -> dict[str, Any]:
     return {
         "team": subject.team,
@@ -616,4 +612,4 @@ def _audited(
     }
 
 
-__all__ = ["CheckRequest", "CheckResult", "Checker", "ScanRequest", "ScanResponse", "datetime"]
+__all__ = ["CheckRequest", "CheckResult", "Checker", "ScanRequest", "ScanResponse"]

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from pilothouse.api.errors import request_id_of
 from pilothouse.context import RequestContext
 from pilothouse.errors import PilothouseError
-from pilothouse.policy.checks import CheckRequest, CheckResult
+from pilothouse.policy.checks import CheckRequest, CheckResult, ScanRequest
 from pilothouse.policy.document import Channel, Verdict
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,6 @@ async def _pre_tool_use(
 
 
 async def _post_tool_use(svc: Any, ctx: RequestContext, payload: dict[str, Any]) -> dict[str, Any]:
-    from pilothouse.policy.checks import ScanRequest
-
     response = payload.get("tool_response")
     text = response if isinstance(response, str) else json.dumps(response, ensure_ascii=False)
     tool = str(payload.get("tool_name") or "a tool")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -351,11 +351,3 @@ async def sync_file(
         )
     log.info("policy file %s stored as version %d", path, view.version)
     return view.version
-
-
-async def count_versions(conn: AsyncConnection, org_id: str) -> int:
-    """How many versions ``org_id`` has stored."""
-    found = await conn.scalar(
-        select(func.count()).select_from(policy_versions).where(policy_versions.c.org_id == org_id)
-    )
-    return int(found or 0)
