@@ -24,6 +24,7 @@ from pilothouse.identity.routes import router as identity_router
 from pilothouse.policy.hooks import router as hooks_router
 from pilothouse.policy.routes import hot_router as checks_router
 from pilothouse.policy.routes import router as policy_router
+from pilothouse.secrets.routes import router as secrets_router
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
@@ -87,6 +88,7 @@ def build_app(
     app.include_router(spend_router)
     app.include_router(budgets_router)
     app.include_router(policy_router)
+    app.include_router(secrets_router)
     _health_routes(app)
     _metrics_route(app)
     assert svc.gateway is not None

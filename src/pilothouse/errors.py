@@ -14,7 +14,8 @@ message that names the problem and, where there is one, the fix::
     │   ├── KeyExpired              401 key_expired
     │   └── KeyRevoked              401 key_revoked
     ├── Forbidden                   403 forbidden
-    │   └── ScopeDenied             403 scope_denied
+    │   ├── ScopeDenied             403 scope_denied
+    │   └── SecretNotGranted        403 secret_not_granted
     ├── BudgetExceeded              402 budget_exceeded
     ├── RateLimited                 429 rate_limited
     ├── NotFound                    404 not_found
@@ -146,6 +147,12 @@ class ScopeDenied(Forbidden):
     """A service key tried something outside its scopes."""
 
     code = "scope_denied"
+
+
+class SecretNotGranted(Forbidden):
+    """No grant lets this principal use the secret (or no such secret: the two look alike)."""
+
+    code = "secret_not_granted"
 
 
 class NotFound(PilothouseError):

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import SecretStr
 from starlette.types import Scope
 
 from pilothouse.audit import chain
@@ -33,7 +34,11 @@ from pilothouse.policy.approvals import Approvals
 from pilothouse.policy.checks import Checker
 from pilothouse.policy.scan import Scanner
 from pilothouse.policy.versions import PolicyBook
-from pilothouse.settings import Settings
+from pilothouse.secrets.backends import external_backends
+from pilothouse.secrets.book import SecretBook
+from pilothouse.secrets.crypto import Keyring, load_keyring, parse_keyring
+from pilothouse.secrets.detect import CredentialDetector
+from pilothouse.settings import Settings, inherited_environment
 from pilothouse.store import migrate
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
@@ -60,6 +65,7 @@ class Services:
     ledger: Ledger | None = None
     alerts: Alerts | None = None
     checker: Checker | None = None
+    secrets: SecretBook | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -82,6 +88,8 @@ class Services:
             )
         self.root_org_id = self.bootstrap_result.org_id
         await self.invalidations.start()
+        if self.secrets is not None:
+            await self.secrets.start()
         if self.ledger is not None:
             self.ledger.start()
         self.telemetry.start()
@@ -125,6 +133,8 @@ class Services:
         if self.checker is not None:
             await self.checker.recorder.stop()
             await self.checker.approvals.aclose()
+        if self.secrets is not None:
+            await self.secrets.aclose()
         await self.telemetry.stop()
         with contextlib.suppress(StoreUnavailable):
             await self.last_used.flush(self.store)
@@ -243,6 +253,20 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         the_clock,
         settings.key_cache_ttl_seconds,
     )
+    access = ModelAccess(store, settings.key_cache_ttl_seconds)
+    services.secrets = SecretBook(
+        store,
+        _keyring(settings),
+        external_backends(
+            environ=inherited_environment(), base_dir=settings.data_dir, vault=settings.vault
+        ),
+        access,
+        invalidations,
+        the_clock,
+        config_values=_config_secrets(settings),
+    )
+    services.checker.secrets = services.secrets
+    services.checker.detector = CredentialDetector()
     prices = PriceBook.shipped(settings.gateway.default_price)
     http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(
@@ -255,7 +279,25 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             "openai-compatible": OpenAICompatibleProvider(http),
         },
         prices,
-        ModelAccess(store, settings.key_cache_ttl_seconds),
+        access,
         services.ledger,
     )
     return services
+
+
+def _keyring(settings: Settings) -> Keyring:
+    """The master keys: given whole in settings, or read from their file (the default file is
+    made on first start)."""
+    if settings.master_key is not None:
+        return parse_keyring(settings.master_key.get_secret_value(), "master_key")
+    return load_keyring(
+        settings.resolved_master_key_file(), create=settings.master_key_file is None
+    )
+
+
+def _config_secrets(settings: Settings) -> list[str]:
+    """The secret values settings hold, redacted like the store's."""
+    vault = settings.vault.token if settings.vault else None
+    held: list[object] = [settings.admin_key, settings.master_key, vault]
+    held += [d.api_key for m in settings.models for d in m.deployments]
+    return [v.get_secret_value() for v in held if isinstance(v, SecretStr)]

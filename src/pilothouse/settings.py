@@ -20,6 +20,7 @@ from pilothouse.budgets.alerts import AlertWebhook
 from pilothouse.budgets.limits import RateLimitConfig
 from pilothouse.errors import ConfigError
 from pilothouse.gateway.config import GatewayConfig, ModelConfig, demo_models
+from pilothouse.secrets.backends import VaultConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7450
@@ -110,6 +111,24 @@ class Settings(BaseModel):
         pattern=r"^https?://",
         description="The URL people reach this server at: links in approval notifications.",
     )
+    master_key_file: Path | None = Field(
+        None,
+        description="The master key file that wraps every secret's data key: lines of"
+        " <id>:<base64 of 32 bytes>, newest first, readable by its owner only. Unset means"
+        " master.key in data_dir, made on first start. Give every replica the same file.",
+    )
+    master_key: SecretStr | None = Field(
+        None,
+        description="The master key(s) themselves, in the file's format (lines or comma"
+        " separated), for a platform that hands secrets over in the environment"
+        " (PILOTHOUSE_MASTER_KEY); wins over master_key_file.",
+    )
+    vault: VaultConfig | None = Field(
+        None,
+        description="HashiCorp Vault for secrets whose backend is vault (a mapping of url,"
+        ' token ({"$env": "VAULT_TOKEN"}), mount_point, kv_version, namespace, ...); see'
+        " docs/secrets.md.",
+    )
     hook_wait_seconds: float = Field(
         300.0,
         ge=0,
@@ -140,6 +159,10 @@ class Settings(BaseModel):
     metrics_enabled: bool = Field(
         True, description="Serve Prometheus metrics at GET /metrics (404 when false)."
     )
+
+    def resolved_master_key_file(self) -> Path:
+        """The master key file: the one named, or master.key in the data directory."""
+        return self.master_key_file or self.data_dir / "master.key"
 
     def resolved_database_url(self) -> str:
         """The store URL with the async driver named."""
@@ -224,7 +247,7 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-_STRUCTURED = ("models", "gateway")
+_STRUCTURED = ("models", "gateway", "vault")
 
 
 def load_settings(

@@ -135,6 +135,8 @@ async def _arrange(client: httpx.AsyncClient, token: str) -> dict[str, str]:
         "/api/v1/budgets",
         {"scope_kind": "team", "scope_value": team["id"], "window": "month", "limit_usd": "5"},
     )
+    await ok("POST", "/api/v1/secrets", {"name": "fuzz-secret", "value": "fuzz-value-1234"})
+    grant = await ok("POST", "/api/v1/secrets/fuzz-secret/grants", {"subject": "*", "use": "lease"})
     session_key = session["key"]["token"]
     check = {"channel": "shell", "action": {"command": "kubectl delete namespace fuzz"}}
     asked = await client.post("/api/v1/check", json=check, headers=bearer(session_key))
@@ -147,6 +149,8 @@ async def _arrange(client: httpx.AsyncClient, token: str) -> dict[str, str]:
         "team_id": team["id"],
         "key_id": key["id"],
         "session_id": session["session"]["id"],
+        "name": "fuzz-secret",
+        "grant_id": grant["id"],
     }
 
 

@@ -98,6 +98,15 @@ GET    /api/v1/approvals                         -        200 200 200 403 200 40
 GET    /api/v1/approvals/{approval_id}           -        200 200 200 403 200 403 403 403 401
 POST   /api/v1/approvals/{approval_id}/approve   -        200 200 200 403 403 403 403 403 401
 POST   /api/v1/approvals/{approval_id}/deny      -        200 200 200 403 403 403 403 403 401
+GET    /api/v1/secrets                           -        200 200 200 403 200 403 403 403 401
+POST   /api/v1/secrets                           -        201 201 201 403 403 403 403 403 401
+POST   /api/v1/secrets/rewrap                    -        200 200 200 403 403 403 403 403 401
+GET    /api/v1/secrets/{name}                    -        403 403 403 403 403 403 200 403 401
+GET    /api/v1/secrets/{name}/info               -        200 200 200 403 200 403 403 403 401
+POST   /api/v1/secrets/{name}/rotate             -        200 200 200 403 403 403 403 403 401
+DELETE /api/v1/secrets/{name}                    -        204 204 204 403 403 403 403 403 401
+POST   /api/v1/secrets/{name}/grants             -        201 201 201 403 403 403 403 403 401
+DELETE /api/v1/secrets/{name}/grants/{grant_id}  -        204 204 204 403 403 403 403 403 401
 """
 
 # Every route that names an object, called by root-organization callers on objects of a second
@@ -130,7 +139,18 @@ POST   /api/v1/check                             session owner admin security fi
 GET    /api/v1/approvals/{approval_id}           -       owner admin security auditor
 POST   /api/v1/approvals/{approval_id}/approve   -       owner admin security
 POST   /api/v1/approvals/{approval_id}/deny      -       owner admin security
+GET    /api/v1/secrets/{name}/info               -       owner admin security auditor
+POST   /api/v1/secrets/{name}/rotate             -       owner admin security
+DELETE /api/v1/secrets/{name}                    -       owner admin security
+POST   /api/v1/secrets/{name}/grants             -       owner admin security
+DELETE /api/v1/secrets/{name}/grants/{grant_id}  -       owner admin security
+DELETE /api/v1/secrets/{name}/grants/{grant_id}  grant   owner admin security
 """
+# Routes that name an object but answer a foreign one otherwise than 404, on purpose (each is
+# tested where it is built): a session asking for a secret it is not granted gets 403
+# secret_not_granted whether or not the name exists anywhere, so names cannot be probed
+# (tests/secrets/test_api.py).
+NOT_404 = {("GET", "/api/v1/secrets/{name}")}
 
 
 class Cell(NamedTuple):
@@ -519,6 +539,46 @@ async def _deny(w: World, caller: str) -> Call:
     return Call(f"/api/v1/approvals/{approval_id}/deny", {"comment": caller})
 
 
+async def fresh_secret(api: Api, use: str = "lease") -> tuple[str, str]:
+    """A new secret in ``api``'s organization granted to everyone: (its name, the grant)."""
+    name = _unique("secret")
+    await api.ok("POST", "/api/v1/secrets", json={"name": name, "value": _unique("value")})
+    body = {"subject": "*", "use": use}
+    grant = await api.ok("POST", f"/api/v1/secrets/{name}/grants", json=body)
+    return name, str(grant["id"])
+
+
+async def _create_secret(w: World, caller: str) -> Call:
+    return Call("/api/v1/secrets", {"name": _unique("secret"), "value": _unique("value")})
+
+
+async def _read_secret(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/secrets/{(await fresh_secret(w.root))[0]}")
+
+
+async def _secret_info(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/secrets/{(await fresh_secret(w.root))[0]}/info")
+
+
+async def _rotate_secret(w: World, caller: str) -> Call:
+    name, _ = await fresh_secret(w.root)
+    return Call(f"/api/v1/secrets/{name}/rotate", {"value": _unique("newer")})
+
+
+async def _delete_secret(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/secrets/{(await fresh_secret(w.root))[0]}")
+
+
+async def _grant_secret(w: World, caller: str) -> Call:
+    name, _ = await fresh_secret(w.root)
+    return Call(f"/api/v1/secrets/{name}/grants", {"subject": "team:x", "use": "inject"})
+
+
+async def _revoke_grant(w: World, caller: str) -> Call:
+    name, grant_id = await fresh_secret(w.root)
+    return Call(f"/api/v1/secrets/{name}/grants/{grant_id}")
+
+
 ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/whoami", "-"): _fixed("/api/v1/whoami"),
     ("GET", "/api/v1/org", "-"): _fixed("/api/v1/org"),
@@ -571,6 +631,15 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/approvals/{approval_id}", "-"): _read_approval,
     ("POST", "/api/v1/approvals/{approval_id}/approve", "-"): _approve,
     ("POST", "/api/v1/approvals/{approval_id}/deny", "-"): _deny,
+    ("GET", "/api/v1/secrets", "-"): _fixed("/api/v1/secrets"),
+    ("POST", "/api/v1/secrets", "-"): _create_secret,
+    ("POST", "/api/v1/secrets/rewrap", "-"): _fixed("/api/v1/secrets/rewrap"),
+    ("GET", "/api/v1/secrets/{name}", "-"): _read_secret,
+    ("GET", "/api/v1/secrets/{name}/info", "-"): _secret_info,
+    ("POST", "/api/v1/secrets/{name}/rotate", "-"): _rotate_secret,
+    ("DELETE", "/api/v1/secrets/{name}", "-"): _delete_secret,
+    ("POST", "/api/v1/secrets/{name}/grants", "-"): _grant_secret,
+    ("DELETE", "/api/v1/secrets/{name}/grants/{grant_id}", "-"): _revoke_grant,
 }
 
 
@@ -684,6 +753,35 @@ async def _deny_foreign(w: World, caller: str) -> Call:
     return Call(f"/api/v1/approvals/{approval_id}/deny", {})
 
 
+async def _foreign_secret_info(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/secrets/{(await fresh_secret(w.foreign.api))[0]}/info")
+
+
+async def _rotate_foreign_secret(w: World, caller: str) -> Call:
+    name, _ = await fresh_secret(w.foreign.api)
+    return Call(f"/api/v1/secrets/{name}/rotate", {"value": _unique("taken-over")})
+
+
+async def _delete_foreign_secret(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/secrets/{(await fresh_secret(w.foreign.api))[0]}")
+
+
+async def _grant_foreign_secret(w: World, caller: str) -> Call:
+    name, _ = await fresh_secret(w.foreign.api)
+    return Call(f"/api/v1/secrets/{name}/grants", {"subject": "*", "use": "lease"})
+
+
+async def _revoke_foreign_grant(w: World, caller: str) -> Call:
+    name, grant_id = await fresh_secret(w.foreign.api)
+    return Call(f"/api/v1/secrets/{name}/grants/{grant_id}")
+
+
+async def _revoke_foreign_grant_of_own_secret(w: World, caller: str) -> Call:
+    _, grant_id = await fresh_secret(w.foreign.api)
+    name, _ = await fresh_secret(w.root)
+    return Call(f"/api/v1/secrets/{name}/grants/{grant_id}")
+
+
 ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/teams/{team_id}", "-"): _foreign_team,
     ("PATCH", "/api/v1/teams/{team_id}", "-"): _update_foreign_team,
@@ -709,6 +807,14 @@ ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/approvals/{approval_id}", "-"): _foreign_approval,
     ("POST", "/api/v1/approvals/{approval_id}/approve", "-"): _approve_foreign,
     ("POST", "/api/v1/approvals/{approval_id}/deny", "-"): _deny_foreign,
+    ("GET", "/api/v1/secrets/{name}/info", "-"): _foreign_secret_info,
+    ("POST", "/api/v1/secrets/{name}/rotate", "-"): _rotate_foreign_secret,
+    ("DELETE", "/api/v1/secrets/{name}", "-"): _delete_foreign_secret,
+    ("POST", "/api/v1/secrets/{name}/grants", "-"): _grant_foreign_secret,
+    ("DELETE", "/api/v1/secrets/{name}/grants/{grant_id}", "-"): _revoke_foreign_grant,
+    ("DELETE", "/api/v1/secrets/{name}/grants/{grant_id}", "grant"): (
+        _revoke_foreign_grant_of_own_secret
+    ),
 }
 
 
@@ -743,7 +849,7 @@ async def test_the_matrix_lists_every_admin_route_and_no_other(world: World) -> 
 async def test_every_route_that_names_an_object_is_checked_across_organizations(
     world: World,
 ) -> None:
-    naming_an_object = {(m, p) for m, p in await _admin_routes(world) if "{" in p}
+    naming_an_object = {(m, p) for m, p in await _admin_routes(world) if "{" in p} - NOT_404
     checked = {(cell.method, cell.path) for cell in CROSS_ORG}
     assert naming_an_object - checked == set(), "routes missing from CROSS_ORG_TABLE"
     assert {(c.method, c.path, c.variant) for c in CROSS_ORG} == set(ARRANGE_CROSS_ORG)

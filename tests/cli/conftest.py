@@ -30,14 +30,20 @@ class Cli:
         self.server = server
         self.runner = CliRunner()
 
-    def run(self, *args: str, key: str | None = "", env: dict[str, str] | None = None) -> Result:
+    def run(
+        self,
+        *args: str,
+        key: str | None = "",
+        env: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> Result:
         """Invoke with ``--url`` and ``--key`` (owner unless given; ``None`` passes none)."""
         argv = [*args, "--url", self.server.url]
         token = self.server.owner_token if key == "" else key
         if token is not None:
             argv += ["--key", token]
         clean: dict[str, str | None] = dict.fromkeys(CLIENT_ENV)
-        result = self.runner.invoke(app, argv, env={**clean, **(env or {})})
+        result = self.runner.invoke(app, argv, env={**clean, **(env or {})}, input=stdin)
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
         return result

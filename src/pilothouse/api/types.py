@@ -44,6 +44,10 @@ ActionText = Annotated[
     str, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_no_nul)
 ]
 """A command line, path or URL an agent is about to use."""
+Reference = Annotated[str, StringConstraints(max_length=1000), AfterValidator(_no_nul)]
+"""Where an external value lives: a variable name, a path, a Vault path and field."""
+Selector = Annotated[str, StringConstraints(max_length=300), AfterValidator(_no_nul)]
+"""Who: ``*`` or ``<kind>:<value>`` (team:payments, repo:acme/api, label:env=ci, ...)."""
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200, strip_whitespace=True),

@@ -14,6 +14,7 @@ from pilothouse.cli import (
     orgs,
     policy,
     run,
+    secrets,
     serve,
     sessions,
     spend,
@@ -40,6 +41,7 @@ app.add_typer(orgs.app)
 app.add_typer(budgets.app)
 app.add_typer(policy.app)
 app.add_typer(approvals.app)
+app.add_typer(secrets.app)
 app.command("hook")(hook.hook)
 app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
 app.command("spend")(spend.spend)

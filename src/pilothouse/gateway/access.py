@@ -1,15 +1,16 @@
 """Which models a caller may use: the ``allowed`` selectors of each alias.
 
 An alias without ``allowed`` is open to every key. Otherwise one matching selector admits the
-caller: its organization, its session's team (by id or name), project or repository, its key
-(by id or prefix), its user, or one of its labels. Team names are read from the store and kept
-for a short while; a store that cannot be read refuses (fail closed).
+caller: its organization, its session (by id), its session's team (by id or name), project or
+repository, its key (by id or prefix), its user, or one of its labels; ``*`` admits everyone
+(secret grants use the same selectors). Team names are read from the store and kept for a short
+while; a store that cannot be read refuses (fail closed).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import select
 
@@ -38,8 +39,15 @@ class ModelAccess:
         """Whether ``principal`` may use ``model``."""
         if model.allowed is None:
             return True
+        return await self.admits(model.allowed, principal)
+
+    async def admits(self, selectors: Sequence[str], principal: Principal) -> bool:
+        """Whether one of ``selectors`` (the ``allowed`` syntax, or ``*``) matches
+        ``principal`` (secret grants use it too)."""
         team_name: str | None = None
-        for selector in model.allowed:
+        for selector in selectors:
+            if selector == "*":
+                return True
             kind, _, value = selector.partition(":")
             if kind == "team" and team_name is None and _team_id(principal):
                 team_name = await self._team_name(_team_id(principal) or "")
@@ -72,6 +80,8 @@ def _matches(kind: str, value: str, principal: Principal, team_name: str | None)
         return session is not None and session.project == value
     if kind == "repo":
         return session is not None and session.repository == value
+    if kind == "session":
+        return principal.session_id == value
     if kind == "key":
         return value in (principal.key_id, principal.key_prefix)
     if kind == "user":

@@ -30,7 +30,13 @@ from starlette.types import Receive, Scope, Send
 from pilothouse.audit import chain
 from pilothouse.budgets.ledger import Ledger, limit_headers, refused_headers
 from pilothouse.budgets.limits import limits_for
-from pilothouse.errors import BudgetExceeded, PilothouseError, RateLimited, StoreUnavailable
+from pilothouse.errors import (
+    BudgetExceeded,
+    PilothouseError,
+    RateLimited,
+    SecretNotGranted,
+    StoreUnavailable,
+)
 from pilothouse.gateway.access import ModelAccess
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig
 from pilothouse.gateway.exchange import (
@@ -78,6 +84,8 @@ from pilothouse.gateway.wire import StreamWatcher, sse_error, usage_of_body
 from pilothouse.identity.principal import Principal
 from pilothouse.ids import new_id
 from pilothouse.memo import IdentityMemo
+from pilothouse.secrets.redact import Redactor
+from pilothouse.secrets.stream import SseRedactor, labels_in
 
 if TYPE_CHECKING:
     from pilothouse.services import Services
@@ -153,6 +161,7 @@ class Gateway:
         try:
             raw = await self._read_body(receive)
             call.principal = await self._authenticate(call, scope)
+            call.redactor = await self._redactor()
             self._parse(call, raw)
             await self._admit(call)
             if wire is WireFormat.ANTHROPIC_COUNT_TOKENS:
@@ -176,6 +185,8 @@ class Gateway:
                 await self._settle_quietly(call, usage, "client_disconnected")
         finally:
             watcher.cancel()
+            if call.redacted:
+                await self._audit_redacted(call)
             if call.reservation is not None:
                 if not call.settled and call.deployment is None:
                     await self._release(call)  # never forwarded: give the reservation back
@@ -226,13 +237,30 @@ class Gateway:
         except PilothouseError as exc:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
 
+    async def _redactor(self) -> Redactor:
+        """The redactor of every secret value known now (refuses if the secrets cannot be
+        read: a call is never forwarded unredacted)."""
+        book = self._svc.secrets
+        if book is None:
+            return Redactor.empty()
+        try:
+            await book.fresh()
+        except PilothouseError as exc:
+            raise CallRefused(exc.status, exc.code, exc.message) from exc
+        return book.redactor
+
     def _parse(self, call: Call, raw: bytes) -> None:
         try:
-            body = orjson.loads(raw)
+            parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CallRefused(400, "invalid_json", "the request body is not valid JSON") from exc
-        if not isinstance(body, dict):
+        if not isinstance(parsed, dict):
             raise CallRefused(400, "invalid_request", "the request body must be a JSON object")
+        # A known secret in a prompt or a tool result never leaves: nor does it reach usage
+        # rows or audit events through the model name.
+        body = call.redactor.redact_json(parsed)
+        if body is not parsed:
+            call.redacted.update(call.redactor.found(raw.decode("utf-8", "replace")))
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise CallRefused(400, "invalid_request", "'model' is required and must be a string")
@@ -373,24 +401,42 @@ class Gateway:
             raise CallRefused(exc.status, exc.code, exc.message) from exc
 
     async def _audit_denied(self, call: Call, reason: str) -> None:
-        principal = call.principal
-        assert principal is not None
         try:
-            async with self._svc.store.write() as conn:
-                await chain.append(
-                    conn,
-                    self._svc.clock,
-                    org_id=principal.org_id,
-                    actor=chain.Actor(principal.actor_kind, principal.actor_id),
-                    action="access.denied",
-                    outcome="denied",
-                    target_type="model",
-                    target_id=call.alias[:200],
-                    request_id=call.request_id,
-                    details={"reason": reason, "method": "POST", "path": call.endpoint},
-                )
+            await self._audit(
+                call,
+                "access.denied",
+                outcome="denied",
+                target=("model", call.alias[:200]),
+                details={"reason": reason, "method": "POST", "path": call.endpoint},
+            )
         except PilothouseError as exc:  # not recorded: refuse with the store's error
             raise CallRefused(exc.status, exc.code, exc.message) from exc
+
+    async def _audit(
+        self,
+        call: Call,
+        action: str,
+        *,
+        outcome: str = "success",
+        target: tuple[str | None, str | None],
+        details: dict[str, Any],
+    ) -> None:
+        """Append an audit event of the call's principal."""
+        principal = call.principal
+        assert principal is not None
+        async with self._svc.store.write() as conn:
+            await chain.append(
+                conn,
+                self._svc.clock,
+                org_id=principal.org_id,
+                actor=chain.Actor(principal.actor_kind, principal.actor_id),
+                action=action,
+                outcome=outcome,
+                target_type=target[0],
+                target_id=target[1],
+                request_id=call.request_id,
+                details=details,
+            )
 
     # -- forwarding -------------------------------------------------------------------------
 
@@ -481,12 +527,52 @@ class Gateway:
         wire = self._wire_for(call.wire, provider, deployment)
         if wire is None:
             raise _Skip(f"it does not serve {call.wire.value} calls")
+        credentials = await self._credentials(call, deployment)
         body = self._upstream_body(call, deployment, wire)
         call.deployment, call.price, call.upstream_wire = deployment, price, wire
-        upstream = UpstreamCall(deployment, wire, body, call.stream, call.passthrough)
+        upstream = UpstreamCall(deployment, wire, body, call.stream, call.passthrough, credentials)
         reply = await provider.send(upstream)
         call.ttfb_ms = elapsed_ms(call.started)
         return reply
+
+    async def _credentials(self, call: Call, deployment: DeploymentConfig) -> dict[str, str] | None:
+        """The values of the secrets the deployment names, injected for this caller: a
+        secret not granted to it refuses the call; one that cannot be read skips the
+        deployment."""
+        refs = deployment.secret_refs
+        if not refs:
+            return None
+        book = self._svc.secrets
+        assert call.principal is not None
+        if book is None:
+            raise _Skip("it uses secrets, and this server holds none")
+        values = {}
+        for where, ref in refs.items():
+            try:
+                values[where] = await book.inject(
+                    self._svc.root_org_id,
+                    ref.secret,
+                    call.principal,
+                    f"deployment {deployment.id!r} ({where})",
+                )
+            except SecretNotGranted as exc:
+                raise CallRefused(exc.status, exc.code, exc.message) from exc
+            except PilothouseError as exc:  # corrupt, or its backend cannot be read
+                raise _Skip(exc.message) from exc
+        return values
+
+    async def _audit_redacted(self, call: Call) -> None:
+        """Record which secrets were redacted from the call (never their values)."""
+        session = call.principal.session_id if call.principal is not None else None
+        try:
+            await self._audit(
+                call,
+                "secret.redacted",
+                target=("session" if session else None, session),
+                details={"secrets": sorted(call.redacted), "path": call.endpoint},
+            )
+        except PilothouseError as exc:  # the call is answered; the record is what failed
+            log.error("redaction in %s not audited: %s", call.request_id, exc)
 
     async def _first_chunk(
         self, call: Call, reply: UpstreamReply, deployment: DeploymentConfig
@@ -563,6 +649,7 @@ class Gateway:
                 await self._settle_quietly(call, usage, "upstream_error", 502)
                 await reply_error(send, call, CallRefused(502, "upstream_failed", call.error))
                 return
+        body = _noted(call, body, call.redactor.redact_bytes(body))
         if not ok:
             call.error = body[:ERROR_DETAIL_BYTES].decode("utf-8", "replace")
         try:
@@ -596,6 +683,7 @@ class Gateway:
         watcher = StreamWatcher(
             call.upstream_wire, hide_usage_chunk=translator is None and not asked
         )
+        redacting = SseRedactor(call.redactor, call.wire)
         status, failure = "ok", None
         try:
             await send(
@@ -607,6 +695,7 @@ class Gateway:
                 else:
                     out = b"".join([translator.event(e) for e in watcher.events(chunk)])
                 if out:
+                    out = _noted(call, out, redacting.feed(out))
                     await send({"type": "http.response.body", "body": out, "more_body": True})
         except UpstreamError as exc:
             failure = exc
@@ -649,6 +738,7 @@ class Gateway:
                 if translator
                 else sse_error(call.wire, 502, code, message)
             )
+        tail = _noted(call, tail, redacting.finish(tail))
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _count_tokens(self, call: Call, send: Send) -> None:
@@ -713,3 +803,11 @@ class Gateway:
             self._ledger.settle(row, reservation)
         call.settled = True
         self._svc.telemetry.call_finished(call_record(call, row, usage))
+
+
+def _noted(call: Call, given: bytes, redacted: bytes) -> bytes:
+    """``redacted`` (``given`` with known secrets replaced), the secrets it names noted on the
+    call for its audit event."""
+    if redacted is not given and b"[REDACTED:" in redacted:
+        call.redacted.update(labels_in(redacted) - labels_in(given))
+    return redacted

@@ -1,6 +1,7 @@
 """Gateway configuration: model aliases and the deployments that serve them.
 
-Plain pydantic models with no other Pilothouse imports, so ``settings`` can hold them.
+Plain pydantic models (and secret references, themselves plain) with no other Pilothouse
+imports, so ``settings`` can hold them.
 """
 
 from __future__ import annotations
@@ -10,8 +11,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from pilothouse.secrets.refs import SecretRef
+
 ProviderName = Literal["demo", "openai", "anthropic", "openai-compatible"]
-SELECTOR_KINDS = ("org", "team", "project", "repo", "key", "user", "label")
+SELECTOR_KINDS = ("org", "team", "project", "repo", "key", "user", "label", "session")
+
+
+def check_selector(selector: str) -> None:
+    """Raise ValueError naming the problem unless ``selector`` is ``<kind>:<value>``."""
+    kind, sep, rest = selector.partition(":")
+    if not sep or kind not in SELECTOR_KINDS or not rest:
+        raise ValueError(
+            f"{selector!r} is not a selector: use <kind>:<value> with kind one of"
+            f" {', '.join(SELECTOR_KINDS)}"
+        )
+    if kind == "label" and "=" not in rest:
+        raise ValueError(f"{selector!r}: a label selector is label:<name>=<value>")
 
 
 class PriceOverride(BaseModel):
@@ -55,16 +70,20 @@ class DeploymentConfig(BaseModel):
         description="openai and openai-compatible: up to and including /v1 (the OpenAI SDK's"
         " base_url); anthropic: the host, without /v1 (the Anthropic SDK's base_url).",
     )
-    api_key: SecretStr | None = Field(
-        None, description='A secret reference such as {"$env": "OPENAI_API_KEY"}; never returned.'
+    api_key: SecretStr | SecretRef | None = Field(
+        None,
+        description='The provider key: {"$secret": "openai-key"} (a secret Pilothouse holds,'
+        ' injected where a grant allows it), or {"$env": "OPENAI_API_KEY"} / {"$file": path};'
+        " never returned.",
     )
     api_version: str | None = Field(
         None,
         description="Azure-style servers: sent as the api-version query parameter, and the key"
         " goes in an api-key header instead of Authorization.",
     )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Extra headers sent upstream on every call."
+    headers: dict[str, str | SecretRef] = Field(
+        default_factory=dict,
+        description='Extra headers sent upstream on every call; a value may be {"$secret": name}.',
     )
     responses_api: bool = Field(
         False,
@@ -91,6 +110,16 @@ class DeploymentConfig(BaseModel):
         """The name usage rows record."""
         return self.name or f"{self.provider}/{self.model}"
 
+    @property
+    def secret_refs(self) -> dict[str, SecretRef]:
+        """The secrets this deployment uses: ``api_key``, and ``header:<name>`` per header."""
+        refs = {
+            f"header:{k.lower()}": v for k, v in self.headers.items() if isinstance(v, SecretRef)
+        }
+        if isinstance(self.api_key, SecretRef):
+            refs["api_key"] = self.api_key
+        return refs
+
 
 class ModelConfig(BaseModel):
     """An alias (exact, or a glob such as ``claude-*``) and its deployments."""
@@ -114,21 +143,14 @@ class ModelConfig(BaseModel):
         None,
         description="Who may use this alias; any one match admits: team:<id or name>,"
         " project:<name>, repo:<owner/name>, key:<key id or prefix>, user:<id>, org:<id>,"
-        " label:<name>=<value>. Unset means everyone; an empty list means no one.",
+        " label:<name>=<value>, session:<id>. Unset means everyone; an empty list means no one.",
     )
 
     @field_validator("allowed")
     @classmethod
     def _selectors(cls, value: list[str] | None) -> list[str] | None:
         for selector in value or []:
-            kind, sep, rest = selector.partition(":")
-            if not sep or kind not in SELECTOR_KINDS or not rest:
-                raise ValueError(
-                    f"{selector!r} is not a selector: use <kind>:<value> with kind one of"
-                    f" {', '.join(SELECTOR_KINDS)}"
-                )
-            if kind == "label" and "=" not in rest:
-                raise ValueError(f"{selector!r}: a label selector is label:<name>=<value>")
+            check_selector(selector)
         return value
 
     def matches(self, requested: str) -> bool:

@@ -23,6 +23,7 @@ from pilothouse.gateway.usage import Usage
 from pilothouse.gateway.wire import error_body
 from pilothouse.identity.principal import Principal
 from pilothouse.memo import IdentityMemo
+from pilothouse.secrets.redact import Redactor
 from pilothouse.telemetry import CallRecord, operation_name
 
 # The clients' own session ids (Claude Code, Codex, others): recorded as attribution hints.
@@ -80,6 +81,8 @@ class Call:
     settled: bool = False
     bodies: dict[WireFormat, dict[str, Any]] = field(default_factory=dict)
     attribution: dict[str, Any] | None = None  # the usage row's fields from the principal
+    redactor: Redactor = field(default_factory=Redactor.empty)
+    redacted: set[str] = field(default_factory=set)  # the secrets redacted (by name)
 
 
 def usage_row(
@@ -103,7 +106,7 @@ def usage_row(
         "price_version": call.price.version if call.price else None,
         "status": status,
         "http_status": http_status,
-        "error": call.error[:1000] if call.error else None,
+        "error": call.redactor.redact(call.error)[:1000] if call.error else None,
         "retries": call.retries,
         "estimated": int(call.estimated),
         "ttfb_ms": call.ttfb_ms,
@@ -266,5 +269,6 @@ async def reply_error(send: Send, call: Call, refused: CallRefused) -> None:
         refused.status, "application/json", call.request_id, refused.retry_after, call.headers_out
     )
     await send(start)
-    body = error_body(call.wire, refused.status, refused.code, refused.message, refused.details)
+    message = call.redactor.redact(refused.message)  # an upstream's error may echo its key
+    body = error_body(call.wire, refused.status, refused.code, message, refused.details)
     await send({"type": "http.response.body", "body": body})

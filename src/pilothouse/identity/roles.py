@@ -41,6 +41,8 @@ class Permission(StrEnum):
     POLICY_CHECK = "policy:check"
     APPROVALS_READ = "approvals:read"
     APPROVALS_DECIDE = "approvals:decide"
+    SECRETS_READ = "secrets:read"
+    SECRETS_WRITE = "secrets:write"
 
 
 _ALL_HUMANS = frozenset(Role)
@@ -66,6 +68,8 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.POLICY_WRITE,
             Permission.APPROVALS_READ,
             Permission.APPROVALS_DECIDE,
+            Permission.SECRETS_READ,
+            Permission.SECRETS_WRITE,
         }
     ),
     Role.FINANCE: frozenset(
@@ -90,6 +94,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.BUDGETS_READ,
             Permission.POLICY_READ,
             Permission.APPROVALS_READ,
+            Permission.SECRETS_READ,
         }
     ),
     Role.MEMBER: frozenset(_READ | {Permission.SESSIONS_READ, Permission.SESSIONS_WRITE}),

@@ -23,6 +23,7 @@ from pilothouse.identity.teams import get_team
 from pilothouse.identity.tokens import KeyKind
 from pilothouse.identity.users import get_user
 from pilothouse.ids import new_id
+from pilothouse.secrets.tables import secret_leases
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 
@@ -344,6 +345,12 @@ async def end_session(
             )
         )
         await _revoke_session_keys(conn, invalidations, session_id, now)
+        # Its secret leases end with it (its key, their only holder, stops working too).
+        await conn.execute(
+            update(secret_leases)
+            .where(secret_leases.c.session_id == session_id, secret_leases.c.ended_at.is_(None))
+            .values(ended_at=now, end_reason="session_ended")
+        )
         await ctx.audit(
             conn,
             "session.ended",

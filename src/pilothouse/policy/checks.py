@@ -13,12 +13,13 @@ injection; a flagged session is marked tainted, which rules can match (``when: {
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import and_, insert, select, update
@@ -40,11 +41,17 @@ from pilothouse.policy.record import CheckRecorder
 from pilothouse.policy.scan import Scanner
 from pilothouse.policy.tables import approvals, policy_checks
 from pilothouse.policy.versions import PolicyBook
+from pilothouse.secrets.detect import CredentialDetector, Finding
+from pilothouse.secrets.redact import Redactor
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import ALL, Invalidations
 
+if TYPE_CHECKING:
+    from pilothouse.secrets.book import SecretBook
+
 AUDITED_CHARS = 2000  # of a command, path or URL in an audit event
 MAX_WAIT_SECONDS = 3600
+INLINE_DETECT_CHARS = 20_000
 
 # The field each channel's action must give.
 NEEDS = {
@@ -192,7 +199,16 @@ class Checker:
         # (org, session) -> (read at, subject, session row): a session's context is fixed when
         # it opens; its taint, which is not, drops the entry on every replica when it changes.
         self._subjects: dict[tuple[str, str], tuple[float, Subject, Mapping[str, Any]]] = {}
+        self.secrets: SecretBook | None = None  # set once built: what is redacted
+        self.detector: CredentialDetector | None = None
         invalidations.subscribe(self._forget)
+
+    async def redactor(self) -> Redactor:
+        """The redactor of every known secret value (refuses if they cannot be read)."""
+        if self.secrets is None:
+            return Redactor.empty()
+        await self.secrets.fresh()
+        return self.secrets.redactor
 
     def _forget(self, kind: str, ref: str) -> None:
         if kind == ALL:
@@ -298,7 +314,12 @@ class Checker:
         session_id = self.session_of(ctx, body.session_id)
         subject, session = await self.subject(ctx, session_id)
         active = await self.book.active(ctx.org_id)
-        given = body.action.model_dump(exclude_none=True)
+        redactor = await self.redactor()
+        # A known secret in a command never reaches a check row, an approval or the audit log.
+        given = redactor.redact_json(body.action.model_dump(exclude_none=True))
+        if body.source is not None:
+            source = SourceIn(**redactor.redact_json(body.source.model_dump()))
+            body = body.model_copy(update={"source": source})
         action = Action(body.channel, **given)
         decision = active.policy.decide(subject, action)
         digest = action_hash(body.channel.value, given)
@@ -520,10 +541,18 @@ class Checker:
         if session_id is not None:
             _, session = await self.subject(ctx, session_id)
             tainted = session["tainted_at"] is not None
-        result = self.scanner.scan(body.content)
+        redactor = await self.redactor()
+        content = redactor.redact(body.content)  # excerpts below quote the content
+        source = redactor.redact(body.source) if body.source is not None else None
+        result = self.scanner.scan(content)
         if result.flagged and session_id is not None:
             tainted = True
-            await self._taint(ctx, session_id, body.source, result)
+            await self._taint(ctx, session_id, source, result)
+        credentials = await self._detect(content)
+        if credentials:
+            kinds = sorted({c.kind for c in credentials})
+            tainted = tainted or session_id is not None
+            await self._credentials_seen(ctx, session_id, source, kinds)
         return ScanResponse(
             flagged=result.flagged,
             score=result.score,
@@ -534,32 +563,76 @@ class Checker:
             tainted=tainted,
         )
 
+    async def _detect(self, content: str) -> list[Finding]:
+        """Credential-shaped strings in ``content`` (about 2 ms per 20 KB: a long text is
+        searched off the event loop)."""
+        if self.detector is None:
+            return []
+        if len(content) <= INLINE_DETECT_CHARS:
+            return self.detector.scan(content)
+        return await asyncio.to_thread(self.detector.scan, content)
+
+    async def _credentials_seen(
+        self, ctx: RequestContext, session_id: str | None, source: str | None, kinds: list[str]
+    ) -> None:
+        """An unknown credential-shaped string in what the agent read: audited (its kind, never
+        the string), and the session tainted (its holder may be exfiltrating, or about to)."""
+        reason = f"credential-shaped string in {source or 'content read'}: {', '.join(kinds)}"
+        async with self._store.write() as conn:
+            await ctx.audit(
+                conn,
+                "secret.detected",
+                outcome="flagged",
+                target_type="session" if session_id else None,
+                target_id=session_id,
+                details={"source": source, "kinds": kinds},
+            )
+            if session_id is not None:
+                await self._mark_tainted(
+                    conn, ctx, session_id, reason, {"kinds": kinds}, "session.credential_flagged"
+                )
+
     async def _taint(
         self, ctx: RequestContext, session_id: str, source: str | None, result: Any
     ) -> None:
         patterns = sorted({f.pattern for f in result.findings})
         found = ", ".join(patterns) or "a model's score"
         reason = f"prompt injection in {source or 'content read'}: {found}"
+        details = {"source": source, "score": result.score, "patterns": patterns}
         async with self._store.write() as conn:
-            changed = await conn.execute(
-                update(agent_sessions)
-                .where(
-                    and_(
-                        agent_sessions.c.id == session_id,
-                        agent_sessions.c.org_id == ctx.org_id,
-                        agent_sessions.c.tainted_at.is_(None),
-                    )
+            await self._mark_tainted(
+                conn, ctx, session_id, reason, details, "session.injection_flagged"
+            )
+
+    async def _mark_tainted(
+        self,
+        conn: AsyncConnection,
+        ctx: RequestContext,
+        session_id: str,
+        reason: str,
+        details: Mapping[str, Any],
+        again: str,
+    ) -> None:
+        """Taint the session (audited as ``session.tainted``; as ``again`` if it was already)."""
+        changed = await conn.execute(
+            update(agent_sessions)
+            .where(
+                and_(
+                    agent_sessions.c.id == session_id,
+                    agent_sessions.c.org_id == ctx.org_id,
+                    agent_sessions.c.tainted_at.is_(None),
                 )
-                .values(tainted_at=ctx.clock.now(), taint_reason=reason[:2000])
             )
-            await self._invalidations.publish(conn, SUBJECT_KIND, session_id)
-            await ctx.audit(
-                conn,
-                "session.tainted" if changed.rowcount else "session.injection_flagged",
-                target_type="session",
-                target_id=session_id,
-                details={"source": source, "score": result.score, "patterns": patterns},
-            )
+            .values(tainted_at=ctx.clock.now(), taint_reason=reason[:2000])
+        )
+        await self._invalidations.publish(conn, SUBJECT_KIND, session_id)
+        await ctx.audit(
+            conn,
+            "session.tainted" if changed.rowcount else again,
+            target_type="session",
+            target_id=session_id,
+            details={**details, "reason": reason},
+        )
 
 
 def _subject_json(subject: Subject) -> dict[str, Any]:

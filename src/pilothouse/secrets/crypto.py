@@ -83,12 +83,22 @@ class Keyring:
         self.current = keys[0]
         self._by_id = {k.id: k for k in keys}
 
+    @property
+    def ids(self) -> frozenset[str]:
+        """The ids of the keys held."""
+        return frozenset(self._by_id)
+
     def seal(self, value: bytes, context: str) -> Sealed:
         """Encrypt ``value`` for the secret named by ``context`` under a fresh data key."""
+        return self.seal_with(self.current.id, value, context)
+
+    def seal_with(self, key_id: str, value: bytes, context: str) -> Sealed:
+        """``seal`` under the held key ``key_id`` rather than the current one."""
+        master = self._by_id[key_id]
         data_key = AESGCM.generate_key(bit_length=KEY_BYTES * 8)
         ciphertext = _encrypt(data_key, value, context.encode())
-        wrapped = _encrypt(self.current.key, data_key, _wrap_context(self.current.id, context))
-        return Sealed(self.current.id, wrapped, ciphertext)
+        wrapped = _encrypt(master.key, data_key, _wrap_context(master.id, context))
+        return Sealed(master.id, wrapped, ciphertext)
 
     def open(self, sealed: Sealed, context: str) -> bytes:
         """The value ``sealed`` holds (raises SecretCorrupt if it does not open as ``context``)."""
@@ -155,11 +165,17 @@ def load_keyring(path: Path, *, create: bool = False) -> Keyring:
             f"the master key file {path} is readable by others (mode {mode:o}); chmod 600 it"
         )
     try:
-        lines = path.read_text(encoding="ascii").splitlines()
+        text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"the master key file {path} cannot be read: {exc}") from exc
+    return parse_keyring(text, str(path))
+
+
+def parse_keyring(text: str, where: str) -> Keyring:
+    """A keyring from ``<id>:<base64>`` entries, one per line or comma-separated, newest
+    first (``where`` names the source in errors; the keys never appear in them)."""
     keys = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(text.replace(",", "\n").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         key_id, sep, encoded = line.strip().partition(":")
@@ -169,7 +185,7 @@ def load_keyring(path: Path, *, create: bool = False) -> Keyring:
             key = b""
         if not sep or len(key) != KEY_BYTES:
             raise ConfigError(
-                f"{path}:{number}: not a master key (expected <id>:<base64 of {KEY_BYTES} bytes>)"
+                f"{where}:{number}: not a master key (expected <id>:<base64 of {KEY_BYTES} bytes>)"
             )
         keys.append(MasterKey(key_id, key))
     return Keyring(keys)

@@ -81,6 +81,8 @@ class UpstreamCall:
     body: dict[str, Any]
     stream: bool
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The values of the deployment's secret references (``secret_refs``), read for this call.
+    credentials: Mapping[str, str] | None = None
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 import orjson
+from pydantic import SecretStr
 
 from pilothouse import __version__
 from pilothouse.gateway.config import DeploymentConfig
@@ -51,6 +52,7 @@ class Upstream:
     # Headers a client may set (its value wins), with the value sent when it sets none.
     pass_through: tuple[tuple[str, str | None], ...]
     timeouts: Timeouts
+    credentials: Mapping[str, str] | None = None
 
 
 class HttpProvider:
@@ -88,8 +90,12 @@ class HttpProvider:
     async def send(self, call: UpstreamCall) -> UpstreamReply:
         """Send ``call``; return once the status and headers are in."""
         upstream = self._upstreams.get(call.deployment.id)
-        if upstream is None or upstream.deployment is not call.deployment:
-            upstream = self._prepare(call.deployment)
+        if (
+            upstream is None
+            or upstream.deployment is not call.deployment
+            or upstream.credentials != call.credentials  # a secret was rotated
+        ):
+            upstream = self._prepare(call.deployment, call.credentials)
         head = upstream.heads.get(call.wire)
         if head is None:
             raise UpstreamError(
@@ -110,12 +116,22 @@ class HttpProvider:
         reply = await self._http.request(upstream.origin, data, upstream.timeouts)
         return UpstreamReply(reply.status, reply.content_type, reply, reply.headers)
 
-    def _prepare(self, deployment: DeploymentConfig) -> Upstream:
+    def _prepare(
+        self, deployment: DeploymentConfig, credentials: Mapping[str, str] | None
+    ) -> Upstream:
         base = deployment.base_url or self.default_base_url
         if not base:
             raise UpstreamError(f"{deployment.id}: provider {self.name} needs a base_url")
-        secret = deployment.api_key.get_secret_value() if deployment.api_key else None
-        pinned = {k.lower(): v for k, v in deployment.headers.items()}
+        given = credentials or {}
+        secret = (
+            deployment.api_key.get_secret_value()
+            if isinstance(deployment.api_key, SecretStr)
+            else given.get("api_key")
+        )
+        pinned = {
+            k.lower(): v if isinstance(v, str) else given[f"header:{k.lower()}"]
+            for k, v in deployment.headers.items()
+        }
         overridable = [n for n in PASS_THROUGH_HEADERS[self.family] if n not in pinned]
         defaults = self.default_headers(deployment)
         headers = {"content-type": "application/json", "user-agent": USER_AGENT}
@@ -150,6 +166,7 @@ class HttpProvider:
             heads=heads,
             pass_through=tuple((n, defaults.get(n)) for n in overridable),
             timeouts=Timeouts(timeouts.connect, timeouts.first_byte, timeouts.idle),
+            credentials=credentials,
         )
         self._upstreams[deployment.id] = upstream
         return upstream

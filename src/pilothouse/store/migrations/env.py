@@ -8,7 +8,8 @@ import pilothouse.audit.tables
 import pilothouse.budgets.tables
 import pilothouse.gateway.tables
 import pilothouse.identity.tables
-import pilothouse.policy.tables  # noqa: F401  (register tables on the metadata)
+import pilothouse.policy.tables
+import pilothouse.secrets.tables  # noqa: F401  (register tables on the metadata)
 from pilothouse.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
