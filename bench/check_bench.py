@@ -186,7 +186,8 @@ async def _callers(
     return latencies, time.perf_counter() - began
 
 
-def _session_key(port: int) -> str:
+def session_key(port: int) -> str:
+    """A new session's key, opened with the bench's admin key."""
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -216,7 +217,7 @@ def http_cells(rules: int, seconds: float, concurrency: Sequence[int], warmup: f
         policy.write_text(generated_rules(rules))
         env = {"PILOTHOUSE_POLICY_FILE": str(policy)}
         with ServerRun(SERVERS["uvicorn"], 0, env) as run:
-            key = _session_key(run.port)
+            key = session_key(run.port)
             auth = (("Authorization", f"Bearer {key}"),)
             allowed = {"channel": "shell", "action": {"command": "git status --porcelain"}}
             denied = {"channel": "shell", "action": {"command": ACTIONS[6][1]["command"]}}

@@ -21,6 +21,7 @@ from pilothouse.errors import NotFound, PilothouseError
 from pilothouse.gateway.asgi import GatewayASGI
 from pilothouse.gateway.spend_routes import router as spend_router
 from pilothouse.identity.routes import router as identity_router
+from pilothouse.mcp.routes import router as mcp_router
 from pilothouse.policy.hooks import router as hooks_router
 from pilothouse.policy.routes import hot_router as checks_router
 from pilothouse.policy.routes import router as policy_router
@@ -29,6 +30,8 @@ from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
 
+MCP_PATHS = ("/mcp", "/mcp/")
+
 
 class PilothouseApp(FastAPI):
     """The FastAPI app, with the LLM gateway's ``/v1/`` calls dispatched before any framework
@@ -36,11 +39,15 @@ class PilothouseApp(FastAPI):
     bench/README.md)."""
 
     gateway: ASGIApp | None = None
+    mcp: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection."""
         if self.gateway is not None and scope["type"] == "http" and scope["path"][:4] == "/v1/":
             await self.gateway(scope, receive, send)
+            return
+        if self.mcp is not None and scope["type"] == "http" and scope["path"] in MCP_PATHS:
+            await self.mcp(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -89,10 +96,12 @@ def build_app(
     app.include_router(budgets_router)
     app.include_router(policy_router)
     app.include_router(secrets_router)
+    app.include_router(mcp_router)
     _health_routes(app)
     _metrics_route(app)
     assert svc.gateway is not None
     app.gateway = GatewayASGI(svc.gateway)
+    app.mcp = svc.mcp
     return app
 
 

@@ -55,7 +55,8 @@ def render_routes() -> str:
 
 
 def render_models() -> str:
-    """A table per gateway configuration object: each field, its default and meaning."""
+    """A table per configuration object (the gateway's, MCP upstreams, Vault): each field, its
+    default and meaning."""
     from pilothouse.gateway.config import (
         DeploymentConfig,
         GatewayConfig,
@@ -63,6 +64,8 @@ def render_models() -> str:
         PriceOverride,
         Timeouts,
     )
+    from pilothouse.mcp.config import McpServerConfig
+    from pilothouse.secrets.backends import VaultConfig
 
     parts = []
     objects: list[tuple[str, type[BaseModel]]] = [
@@ -71,6 +74,8 @@ def render_models() -> str:
         ("`models[].deployments[].timeouts`", Timeouts),
         ("`models[].deployments[].price` and `gateway.default_price`", PriceOverride),
         ("`gateway`", GatewayConfig),
+        ("`mcp_servers[]`: an upstream MCP server (see docs/mcp.md)", McpServerConfig),
+        ("`vault`: HashiCorp Vault (see docs/secrets.md)", VaultConfig),
     ]
     for title, model in objects:
         parts += [f"**{title}**", "", "| field | default | meaning |", "|---|---|---|"]

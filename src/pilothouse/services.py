@@ -29,6 +29,10 @@ from pilothouse.gateway.routing import Router
 from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
 from pilothouse.identity.principal import Principal
+from pilothouse.mcp.config import McpServerConfig
+from pilothouse.mcp.gateway import McpGateway
+from pilothouse.mcp.pins import PinBook
+from pilothouse.mcp.upstreams import UpstreamRegistry
 from pilothouse.policy import versions
 from pilothouse.policy.approvals import Approvals
 from pilothouse.policy.checks import Checker
@@ -66,6 +70,8 @@ class Services:
     alerts: Alerts | None = None
     checker: Checker | None = None
     secrets: SecretBook | None = None
+    mcp: McpGateway | None = None
+    pins: PinBook | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,6 +96,10 @@ class Services:
         await self.invalidations.start()
         if self.secrets is not None:
             await self.secrets.start()
+        if self.pins is not None:
+            self.pins.root_org_id = self.root_org_id
+        if self.mcp is not None:
+            await self.mcp.start()
         if self.ledger is not None:
             self.ledger.start()
         self.telemetry.start()
@@ -130,6 +140,8 @@ class Services:
             await self.ledger.stop()
         if self.gateway is not None:
             await self.gateway.aclose()
+        if self.mcp is not None:
+            await self.mcp.stop()
         if self.checker is not None:
             await self.checker.recorder.stop()
             await self.checker.approvals.aclose()
@@ -163,6 +175,17 @@ class Services:
         await versions.sync_file(
             self.store, self.invalidations, self.clock, self.root_org_id, self.settings.policy_file
         )
+
+    async def upstream_credentials(self, server: McpServerConfig) -> dict[str, str]:
+        """The secrets an MCP upstream is configured with, for its connection (the caller's
+        grants are checked per call)."""
+        assert self.secrets is not None
+        return {
+            where: await self.secrets.configured(
+                self.root_org_id, ref.secret, f"MCP server {server.name!r} ({where})"
+            )
+            for where, ref in server.secret_refs.items()
+        }
 
     async def _flush_last_used(self) -> None:
         await self.last_used.flush(self.store)
@@ -267,6 +290,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     )
     services.checker.secrets = services.secrets
     services.checker.detector = CredentialDetector()
+    services.pins = PinBook(
+        store, invalidations, the_clock, trust_first_use=settings.mcp_pin_first_use
+    )
+    if settings.mcp_servers:
+        registry = UpstreamRegistry(settings.mcp_servers, services.upstream_credentials)
+        services.mcp = McpGateway(services, registry, services.pins)
     prices = PriceBook.shipped(settings.gateway.default_price)
     http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(

@@ -20,6 +20,7 @@ from pilothouse.budgets.alerts import AlertWebhook
 from pilothouse.budgets.limits import RateLimitConfig
 from pilothouse.errors import ConfigError
 from pilothouse.gateway.config import GatewayConfig, ModelConfig, demo_models
+from pilothouse.mcp.config import McpServerConfig
 from pilothouse.secrets.backends import VaultConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -128,6 +129,24 @@ class Settings(BaseModel):
         description="HashiCorp Vault for secrets whose backend is vault (a mapping of url,"
         ' token ({"$env": "VAULT_TOKEN"}), mount_point, kv_version, namespace, ...); see'
         " docs/secrets.md.",
+    )
+    mcp_servers: list[McpServerConfig] = Field(
+        default_factory=list,
+        description="The upstream MCP servers /mcp aggregates (YAML list of {name, transport:"
+        " stdio|http|sse, command, args, env, url, headers, timeout_seconds, ...}); env and"
+        ' header values may be {"$secret": name}. Empty: /mcp answers 404.',
+    )
+    mcp_list_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long each MCP upstream's tool list is reused before it is asked again"
+        " (a changed definition is noticed, and withheld, within this time).",
+    )
+    mcp_pin_first_use: bool = Field(
+        True,
+        description="Pin an MCP tool's definition as approved when it is first seen (trust on"
+        " first use); false: every new tool waits for a person's approval. A pinned tool whose"
+        " definition changes is withheld until it is approved either way.",
     )
     hook_wait_seconds: float = Field(
         300.0,
@@ -247,7 +266,7 @@ def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-_STRUCTURED = ("models", "gateway", "vault")
+_STRUCTURED = ("models", "gateway", "vault", "mcp_servers")
 
 
 def load_settings(

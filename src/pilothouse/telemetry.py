@@ -166,6 +166,48 @@ class Telemetry:
             # Telemetry must never fail a call that has already been served and recorded.
             log.exception("telemetry for call %s failed", record.request_id)
 
+    def tool_called(
+        self,
+        *,
+        tool: str,
+        server: str,
+        started_ns: int,
+        ended_ns: int,
+        session_id: str | None,
+        org_id: str,
+        request_id: str,
+        error: str | None,
+    ) -> None:
+        """When tracing, queue the span of one MCP ``tools/call`` through ``/mcp`` (MCP and
+        GenAI semantic conventions: ``mcp.method.name``, ``gen_ai.tool.name``); never raises."""
+        tracer = self._tracer
+        if tracer is None:
+            return
+        try:
+            attributes: dict[str, AttributeValue] = {
+                "mcp.method.name": "tools/call",
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool,
+                "pilothouse.mcp.server": server,
+                "pilothouse.org_id": org_id,
+                "pilothouse.request_id": request_id,
+            }
+            if session_id is not None:
+                attributes["session.id"] = session_id
+            if error is not None:
+                attributes["error.type"] = "tool_error"
+            span = tracer.start_span(
+                f"tools/call {tool}",
+                kind=SpanKind.SERVER,
+                attributes=attributes,
+                start_time=started_ns,
+            )
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, error[:500]))
+            span.end(end_time=max(ended_ns, started_ns))
+        except Exception:
+            log.exception("telemetry for tool call %s failed", request_id)
+
     def metrics(self, accept: str = "") -> tuple[bytes, str]:
         """The Prometheus exposition (negotiated from ``accept``) and its content type."""
         if self._metrics is None:

@@ -151,6 +151,8 @@ async def _arrange(client: httpx.AsyncClient, token: str) -> dict[str, str]:
         "session_id": session["session"]["id"],
         "name": "fuzz-secret",
         "grant_id": grant["id"],
+        "server": "fuzz",  # no MCP server is configured: its pins are not found
+        "tool": "add",
     }
 
 

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from pilothouse.app import build_app
+from pilothouse.mcp.tables import mcp_pins
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
 from tests.api.conftest import store_snapshot
@@ -107,6 +108,10 @@ POST   /api/v1/secrets/{name}/rotate             -        200 200 200 403 403 40
 DELETE /api/v1/secrets/{name}                    -        204 204 204 403 403 403 403 403 401
 POST   /api/v1/secrets/{name}/grants             -        201 201 201 403 403 403 403 403 401
 DELETE /api/v1/secrets/{name}/grants/{grant_id}  -        204 204 204 403 403 403 403 403 401
+GET    /api/v1/mcp/servers                       -        200 200 200 403 200 403 403 403 401
+GET    /api/v1/mcp/tools                         -        200 200 200 403 200 403 403 403 401
+GET    /api/v1/mcp/pins                          -        200 200 200 403 200 403 403 403 401
+POST   /api/v1/mcp/pins/{server}/{tool}/approve  -        200 200 200 403 403 403 403 403 401
 """
 
 # Every route that names an object, called by root-organization callers on objects of a second
@@ -150,7 +155,9 @@ DELETE /api/v1/secrets/{name}/grants/{grant_id}  grant   owner admin security
 # tested where it is built): a session asking for a secret it is not granted gets 403
 # secret_not_granted whether or not the name exists anywhere, so names cannot be probed
 # (tests/secrets/test_api.py).
-NOT_404 = {("GET", "/api/v1/secrets/{name}")}
+# Pins belong to the server, not to an organization: only the root organization's people
+# approve one, others get 403 (tests/mcp/test_gateway.py).
+NOT_404 = {("GET", "/api/v1/secrets/{name}"), ("POST", "/api/v1/mcp/pins/{server}/{tool}/approve")}
 
 
 class Cell(NamedTuple):
@@ -579,6 +586,27 @@ async def _revoke_grant(w: World, caller: str) -> Call:
     return Call(f"/api/v1/secrets/{name}/grants/{grant_id}")
 
 
+async def _approve_pin(w: World, caller: str) -> Call:
+    """A tool whose definition changed, withheld until approved (as PinBook records one)."""
+    tool = _unique("tool")
+    now = w.services.clock.now()
+    async with w.services.store.write() as conn:
+        await conn.execute(
+            mcp_pins.insert().values(
+                server="matrix",
+                tool=tool,
+                sha256="a" * 64,
+                definition='{"name": "t"}',
+                status="changed",
+                seen_sha256="b" * 64,
+                seen_definition='{"name": "t", "description": "changed"}',
+                first_seen_at=now,
+                changed_at=now,
+            )
+        )
+    return Call(f"/api/v1/mcp/pins/matrix/{tool}/approve", {"sha256": "b" * 64})
+
+
 ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("GET", "/api/v1/whoami", "-"): _fixed("/api/v1/whoami"),
     ("GET", "/api/v1/org", "-"): _fixed("/api/v1/org"),
@@ -640,6 +668,10 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("DELETE", "/api/v1/secrets/{name}", "-"): _delete_secret,
     ("POST", "/api/v1/secrets/{name}/grants", "-"): _grant_secret,
     ("DELETE", "/api/v1/secrets/{name}/grants/{grant_id}", "-"): _revoke_grant,
+    ("GET", "/api/v1/mcp/servers", "-"): _fixed("/api/v1/mcp/servers"),
+    ("GET", "/api/v1/mcp/tools", "-"): _fixed("/api/v1/mcp/tools"),
+    ("GET", "/api/v1/mcp/pins", "-"): _fixed("/api/v1/mcp/pins"),
+    ("POST", "/api/v1/mcp/pins/{server}/{tool}/approve", "-"): _approve_pin,
 }
 
 

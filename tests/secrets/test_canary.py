@@ -1,14 +1,17 @@
 """The canary: one secret with a unique value used through every path Pilothouse has (a
-provider key injected upstream, a lease, a prompt that holds it, a tool result that holds it,
-a command that holds it, a reply that echoes it, an upstream error that echoes it, a log line
-that holds it), after which the value, in any of its encodings, is in no database row outside
-the sealed store, no log line, no audit event, no telemetry span, no response to a key not
+provider key injected upstream, an MCP upstream's credential, a lease, a prompt that holds it,
+a tool result that holds it (hooks, scans, MCP), MCP arguments that hold it, a command that
+holds it, a reply that echoes it, an upstream error that echoes it, a log line that holds
+it), after which the value, in any of its encodings, is in no database row outside the sealed
+store, no log line, no audit event, no telemetry span, no response to a key not
 granted it, and no request body that reached the upstream."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,12 +19,16 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import select
 
 from pilothouse.app import build_app
 from pilothouse.gateway.config import DeploymentConfig, ModelConfig, PriceOverride
+from pilothouse.mcp.config import McpServerConfig
 from pilothouse.secrets.refs import SecretRef
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
@@ -59,10 +66,20 @@ async def traced(
         price=PRICE,
         api_key=SecretRef(secret="canary"),
     )
+    echo = McpServerConfig(
+        name="echo",
+        transport="stdio",
+        command=sys.executable,
+        args=["-m", "tests.mcp.servers", "echo"],
+        env={"UPSTREAM_TOKEN": SecretRef(secret="canary")},
+        restart_backoff_seconds=0.1,
+        restart_backoff_max_seconds=0.2,
+    )
     settings = Settings(
         database_url=database_url,
         data_dir=tmp_path / "data",
         models=[ModelConfig(alias="canary-model", retries=0, deployments=[deployment])],
+        mcp_servers=[echo],
         otel_exporter="console",
     )
     exporter = InMemorySpanExporter()
@@ -109,7 +126,13 @@ async def test_the_canary_value_escapes_through_no_path(
     ]
     leaks += await rows_holding(services, forms(VALUE))
     assert leaks == []
-    assert exporter.get_finished_spans(), "the spans were not captured: the test proves nothing"
+    spans = exporter.get_finished_spans()
+    assert spans, "the spans were not captured: the test proves nothing"
+    tool_spans = [s for s in spans if (s.attributes or {}).get("mcp.method.name") == "tools/call"]
+    assert {(s.attributes or {}).get("gen_ai.tool.name") for s in tool_spans} == {
+        "echo__env",
+        "echo__echo",
+    }
 
 
 async def exercise(
@@ -201,6 +224,33 @@ async def exercise(
     )
     assert failed.status_code == 401
     responses.append(("upstream error", failed.text))
+
+    # An MCP upstream given it as its credential (its process has it), a tool result that
+    # holds it, and arguments that hold it: the agent reads it nowhere, the upstream is not
+    # sent it by the agent.
+    assert services.mcp is not None
+    assert await services.mcp.registry.get("echo").wait_ready(15)
+    pid = services.mcp.registry.get("echo").status.pid
+    environ = await asyncio.to_thread(Path(f"/proc/{pid}/environ").read_bytes)
+    assert pid is not None and VALUE.encode() in environ
+    for token in (agent, stranger):
+        headers = {"authorization": f"Bearer {token}"}
+        transport = httpx2.ASGITransport(app=build_app(services.settings, services=services))
+        async with (
+            httpx2.AsyncClient(transport=transport, headers=headers) as mcp_http,
+            Client(
+                streamable_http_client("http://pilothouse.test/mcp", http_client=mcp_http)
+            ) as mcp,
+        ):
+            listed = await mcp.list_tools()
+            responses.append(("mcp tools", listed.model_dump_json()))
+            for name, arguments in (
+                ("echo__env", {"name": "UPSTREAM_TOKEN"}),
+                ("echo__echo", {"text": f"the key is {VALUE}"}),
+            ):
+                result = await mcp.call_tool(name, arguments)
+                assert not result.is_error, result
+                responses.append((f"mcp {name}", result.model_dump_json()))
 
     # A log line that holds it, as a careless library might write one.
     logging.getLogger("some.library").warning("connecting with token=%s", VALUE)

@@ -11,6 +11,7 @@ from pilothouse.cli import (
     budgets,
     hook,
     keys,
+    mcp,
     orgs,
     policy,
     run,
@@ -42,6 +43,7 @@ app.add_typer(budgets.app)
 app.add_typer(policy.app)
 app.add_typer(approvals.app)
 app.add_typer(secrets.app)
+app.add_typer(mcp.app)
 app.command("hook")(hook.hook)
 app.command("run", context_settings={"allow_interspersed_args": False})(run.run)
 app.command("spend")(spend.spend)

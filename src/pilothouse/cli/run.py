@@ -14,7 +14,11 @@
      ``--dangerously-bypass-hook-trust``, without which Codex does not run hooks it has not
      been told to trust.
    Any other command gets the environment only (its harness can call ``pilothouse.client``).
-4. Waits for it (signals are passed on), then ends the session with its exit status and the
+4. If the server has MCP upstreams (``/mcp`` answers 401 to no key), gives the agent
+   Pilothouse's MCP endpoint as its MCP server ``pilothouse``, authenticated by the session key
+   from its environment (the key is written nowhere): ``claude`` with ``--mcp-config``,
+   ``codex`` in its ``config.toml``.
+5. Waits for it (signals are passed on), then ends the session with its exit status and the
    work tree's git state, and exits with the agent's status.
 """
 
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import httpx
 import typer
 
 from pilothouse.cli.client import KeyOption, UrlOption, connect, route
@@ -67,10 +72,41 @@ def hook_settings(client: str, wait: float) -> dict[str, Any]:
     }
 
 
-def codex_home(base: Path, url: str, wait: float) -> Path:
-    """A CODEX_HOME whose model provider is the gateway and whose hooks check every tool."""
+def mcp_config(url: str) -> dict[str, Any]:
+    """Claude Code's MCP configuration: Pilothouse's endpoint, with the session key that
+    ``pilothouse run`` puts in the agent's environment."""
+    return {
+        "mcpServers": {
+            "pilothouse": {
+                "type": "http",
+                "url": f"{url}/mcp",
+                "headers": {"Authorization": "Bearer ${PILOTHOUSE_API_KEY}"},
+            }
+        }
+    }
+
+
+def serves_mcp(url: str) -> bool:
+    """Whether the server has an MCP endpoint (it asks for a key; without upstreams: 404)."""
+    try:
+        reply = httpx.post(f"{url}/mcp", json={}, timeout=5)
+    except httpx.HTTPError:
+        return False
+    return reply.status_code == 401
+
+
+def codex_home(base: Path, url: str, wait: float, mcp: bool) -> Path:
+    """A CODEX_HOME whose model provider is the gateway, whose hooks check every tool and,
+    with ``mcp``, whose MCP server is Pilothouse's endpoint."""
     home = base / "codex-home"
     home.mkdir()
+    servers = (
+        "[mcp_servers.pilothouse]\n"
+        f"url = {json.dumps(url + '/mcp')}\n"
+        'bearer_token_env_var = "PILOTHOUSE_API_KEY"\n'
+        if mcp
+        else ""
+    )
     (home / "config.toml").write_text(
         'model_provider = "pilothouse"\n'
         "analytics.enabled = false\n"
@@ -83,7 +119,7 @@ def codex_home(base: Path, url: str, wait: float) -> Path:
         "request_max_retries = 1\n"
         "stream_max_retries = 1\n"
         "[model_providers.pilothouse.env_http_headers]\n"
-        '"X-Pilothouse-Session" = "PILOTHOUSE_SESSION_ID"\n'
+        '"X-Pilothouse-Session" = "PILOTHOUSE_SESSION_ID"\n' + servers
     )
     (home / "hooks.json").write_text(json.dumps(hook_settings("codex", wait), indent=2))
     return home
@@ -98,16 +134,21 @@ def _no_proxy(env: dict[str, str], url: str) -> None:
 
 
 def agent_argv(
-    argv: list[str], scratch: Path, env: dict[str, str], url: str, wait: float
+    argv: list[str], scratch: Path, env: dict[str, str], url: str, wait: float, mcp: bool
 ) -> list[str]:
     """``argv`` set up for its agent (see the module), changing ``env`` as it needs."""
     name = Path(argv[0]).name
     if name in ("claude", "claude.exe"):
         settings = scratch / "claude-settings.json"
         settings.write_text(json.dumps(hook_settings("claude-code", wait), indent=2))
-        return [argv[0], "--settings", str(settings), *argv[1:]]
+        extra = ["--settings", str(settings)]
+        if mcp:
+            servers = scratch / "claude-mcp.json"
+            servers.write_text(json.dumps(mcp_config(url), indent=2))
+            extra += ["--mcp-config", str(servers)]
+        return [argv[0], *extra, *argv[1:]]
     if name == "codex":
-        env["CODEX_HOME"] = str(codex_home(scratch, url, wait))
+        env["CODEX_HOME"] = str(codex_home(scratch, url, wait, mcp))
         if "exec" in argv[1:2] and "--dangerously-bypass-hook-trust" not in argv:
             return [argv[0], "exec", "--dangerously-bypass-hook-trust", *argv[2:]]
     return argv
@@ -191,7 +232,7 @@ def run(
         OPENAI_API_KEY=token,
     )
     _no_proxy(env, server)
-    argv = agent_argv(list(command), scratch, env, server, wait)
+    argv = agent_argv(list(command), scratch, env, server, wait, serves_mcp(server))
     note(f"pilothouse: session {session_id}")
     try:
         status = _child(argv, env)

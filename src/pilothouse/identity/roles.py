@@ -43,6 +43,8 @@ class Permission(StrEnum):
     APPROVALS_DECIDE = "approvals:decide"
     SECRETS_READ = "secrets:read"
     SECRETS_WRITE = "secrets:write"
+    MCP_READ = "mcp:read"
+    MCP_WRITE = "mcp:write"
 
 
 _ALL_HUMANS = frozenset(Role)
@@ -70,6 +72,8 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.APPROVALS_DECIDE,
             Permission.SECRETS_READ,
             Permission.SECRETS_WRITE,
+            Permission.MCP_READ,
+            Permission.MCP_WRITE,
         }
     ),
     Role.FINANCE: frozenset(
@@ -95,6 +99,7 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.POLICY_READ,
             Permission.APPROVALS_READ,
             Permission.SECRETS_READ,
+            Permission.MCP_READ,
         }
     ),
     Role.MEMBER: frozenset(_READ | {Permission.SESSIONS_READ, Permission.SESSIONS_WRITE}),

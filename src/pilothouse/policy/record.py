@@ -42,7 +42,7 @@ MOVE_HEAD = "UPDATE audit_heads SET seq = ?, hash = ? WHERE org_id = ?"
 @dataclass
 class _Queued:
     org_id: str
-    row: Mapping[str, Any]
+    row: Mapping[str, Any] | None
     event: chain.Event
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -63,9 +63,10 @@ class CheckRecorder:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    async def record(self, org_id: str, row: Mapping[str, Any], event: chain.Event) -> None:
-        """Queue one check's row and event; return once both are committed (raises the
-        store's error if they could not be)."""
+    async def record(self, org_id: str, row: Mapping[str, Any] | None, event: chain.Event) -> None:
+        """Queue one check's row (or none: an audit event alone, such as an MCP call's) and
+        event; return once both are committed (raises the store's error if they could not
+        be)."""
         if self._stopping:
             raise StoreUnavailable("the server is stopping; the check was not recorded")
         queued = _Queued(org_id, row, event)
@@ -104,7 +105,7 @@ class CheckRecorder:
                 queued.done.set_result(None)
 
     async def _commit(self, batch: list[_Queued]) -> None:
-        checks = [self._checks.values(q.row) for q in batch]
+        checks = [self._checks.values(q.row) for q in batch if q.row is not None]
         by_org: dict[str, list[chain.Event]] = {}
         for queued in sorted(batch, key=lambda q: q.org_id):  # heads locked in one order
             by_org.setdefault(queued.org_id, []).append(queued.event)
@@ -112,7 +113,8 @@ class CheckRecorder:
         if self._store.dialect == "sqlite":
 
             def work(conn: sqlite3.Connection) -> None:
-                conn.executemany(self._checks.sql, checks)
+                if checks:
+                    conn.executemany(self._checks.sql, checks)
                 for org_id, events in by_org.items():
                     seq, head = conn.execute(HEAD, (org_id,)).fetchone()
                     rows = chain.chained_rows(org_id, seq, head, ts_us, events)
@@ -123,7 +125,8 @@ class CheckRecorder:
             return
 
         async def pg_work(conn: Any) -> None:
-            await conn.executemany(numbered(self._checks.sql), checks)
+            if checks:
+                await conn.executemany(numbered(self._checks.sql), checks)
             for org_id, events in by_org.items():
                 head = await conn.fetchrow(numbered(HEAD + " FOR UPDATE"), org_id)
                 rows = chain.chained_rows(org_id, head["seq"], head["hash"], ts_us, events)

@@ -287,6 +287,13 @@ class SecretBook:
     async def inject(self, org_id: str, name: str, principal: Principal, purpose: str) -> str:
         """The value of secret ``name`` of ``org_id`` for Pilothouse to use on ``principal``'s
         behalf (``purpose`` names where, for the refusal's message)."""
+        entry = await self.may_inject(org_id, name, principal, purpose)
+        return await self.value(entry)
+
+    async def may_inject(self, org_id: str, name: str, principal: Principal, purpose: str) -> Entry:
+        """Refuse unless secret ``name`` exists and an inject grant admits ``principal``: for a
+        value used on a connection shared between callers (an MCP upstream's), checked per
+        call."""
         await self.fresh()
         entry = self._entries.get((org_id, name))
         if entry is None:
@@ -299,6 +306,15 @@ class SecretBook:
                 f"{purpose} uses secret {name!r}, which is not granted to this caller for"
                 f" injection: `pilothouse secrets grant {name} <who> --use inject`"
             )
+        return entry
+
+    async def configured(self, org_id: str, name: str, purpose: str) -> str:
+        """The value of secret ``name`` of ``org_id`` for a connection configuration opens for
+        every caller (grants are checked per call, with ``may_inject``)."""
+        await self.fresh()
+        entry = self._entries.get((org_id, name))
+        if entry is None:
+            raise SecretNotGranted(f"{purpose} uses secret {name!r}, which does not exist")
         return await self.value(entry)
 
     async def aclose(self) -> None:

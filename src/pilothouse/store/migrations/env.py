@@ -8,6 +8,7 @@ import pilothouse.audit.tables
 import pilothouse.budgets.tables
 import pilothouse.gateway.tables
 import pilothouse.identity.tables
+import pilothouse.mcp.tables
 import pilothouse.policy.tables
 import pilothouse.secrets.tables  # noqa: F401  (register tables on the metadata)
 from pilothouse.store.schema import metadata

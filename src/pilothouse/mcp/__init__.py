@@ -1,0 +1,1 @@
+"""MCP: the /mcp endpoint, the upstream servers it aggregates, and tool pinning."""

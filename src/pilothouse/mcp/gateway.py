@@ -1,0 +1,334 @@
+"""The MCP endpoint: one streamable-HTTP MCP server at ``/mcp`` that holds exactly the tools
+its caller may use, from every upstream server, and puts every call through the same steps as
+any other action.
+
+Per request: authenticate the bearer key (a session key, or a service key with the
+``policy:check`` scope acting for the session it declares), then
+
+- ``tools/list``: every ready upstream's tools, named ``<server>__<tool>``, less those the
+  policy denies to this caller on channel ``mcp`` (by team, project, repository, labels, taint);
+- ``tools/call``: refused as unknown unless the tool is listed for this caller; then the policy
+  check (allow, deny, or ask and wait for a person: recorded and audited like every check); the
+  caller's grants for the secrets the upstream uses; the call, bounded by the upstream's
+  timeout; the result redacted of known secret values, scanned for prompt injection and
+  credential-shaped strings (either taints the session), and audited as ``mcp.call`` with its
+  arguments and the SHA-256 of its result.
+
+The server is stateless (a new transport per HTTP request, no session id), so any replica can
+answer any request: no sticky sessions. Upstream credentials come from the secrets broker and
+are held by Pilothouse; the agent's own token never reaches an upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import mcp_types as types
+import orjson
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.shared.exceptions import MCPError
+from starlette.types import Receive, Scope, Send
+
+from pilothouse import __version__
+from pilothouse.audit import chain
+from pilothouse.context import RequestContext
+from pilothouse.errors import Forbidden, PilothouseError, SecretNotGranted, Unauthenticated
+from pilothouse.identity.principal import Principal
+from pilothouse.identity.tokens import KeyKind
+from pilothouse.ids import new_id
+from pilothouse.mcp.config import McpServerConfig
+from pilothouse.mcp.pins import PinBook
+from pilothouse.mcp.upstreams import UpstreamError, UpstreamRegistry
+from pilothouse.policy.checks import ActionIn, CheckRequest, ScanRequest
+from pilothouse.policy.document import Channel, Verdict
+from pilothouse.policy.engine import Action
+
+if TYPE_CHECKING:
+    from pilothouse.services import Services
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = "__"
+PRINCIPAL_KEY = "pilothouse.principal"
+REQUEST_ID_KEY = "pilothouse.request_id"
+AUDITED_CHARS = 2000
+SCANNED_CHARS = 200_000
+INVALID_PARAMS, INTERNAL_ERROR = -32602, -32603
+UPSTREAM_ERROR = -32000  # the implementation-defined server error range
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A tool as the caller sees it: its server, its upstream name, its definition."""
+
+    server: McpServerConfig
+    name: str
+    tool: types.Tool
+
+
+class McpGateway:
+    """The ``/mcp`` endpoint (an ASGI app) over the upstream registry."""
+
+    def __init__(self, services: Services, registry: UpstreamRegistry, pins: PinBook) -> None:
+        self._svc = services
+        self.registry = registry
+        self.pins = pins
+        self.server: Server[Any] = Server(
+            "pilothouse",
+            version=__version__,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+        )
+        self._manager = StreamableHTTPSessionManager(
+            self.server, stateless=True, json_response=True
+        )
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listed: tuple[float, dict[str, list[types.Tool]]] | None = None
+        self._listing = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Start the upstreams and the MCP server."""
+        await self.registry.start()
+        self._task = asyncio.create_task(self._serve(), name="mcp server")
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait({self._task, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task.done():
+            self._task.result()  # raises what stopped it
+
+    async def _serve(self) -> None:
+        # The manager's task group is entered and left by this one task, as anyio requires.
+        async with self._manager.run():
+            self._ready.set()
+            await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Stop the MCP server and the upstreams."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        await self.registry.stop()
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate, then hand the request to the MCP server."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = new_id("req")
+        try:
+            principal = await self._svc.authenticate(headers, scope, request_id)
+            if principal.kind is KeyKind.USER:
+                raise Forbidden("/mcp takes a session key (or a service key acting for one)")
+            if principal.kind is KeyKind.SERVICE and "policy:check" not in principal.scopes:
+                raise Forbidden("/mcp takes a service key with the policy:check scope")
+        except (Unauthenticated, Forbidden) as exc:
+            await _refuse(send, exc, request_id)
+            return
+        except PilothouseError as exc:  # the store cannot be read: refused, never waved through
+            await _refuse(send, exc, request_id)
+            return
+        state = {**scope.get("state", {}), PRINCIPAL_KEY: principal, REQUEST_ID_KEY: request_id}
+        await self._manager.handle_request({**scope, "state": state}, receive, send)
+
+    # --- tools ----------------------------------------------------------------------------
+
+    async def _list_tools(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        request = _context(ctx, self._svc)
+        listed = await self._visible(request)
+        tools = [item.tool.model_copy(update={"name": name}) for name, item in listed.items()]
+        return types.ListToolsResult(tools=tools)
+
+    async def _visible(self, ctx: RequestContext) -> dict[str, Listed]:
+        """The tools ``ctx``'s principal may see, by their names here."""
+        checker = self._svc.checker
+        assert checker is not None
+        try:
+            subject, _ = await checker.subject(ctx, ctx.principal.session_id)
+            active = await checker.book.active(ctx.org_id)
+        except PilothouseError as exc:  # fail closed: no policy, no tools
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        visible: dict[str, Listed] = {}
+        for server, served in (await self._served()).items():
+            config = self.registry.get(server).config
+            for tool in await self.pins.allowed(server, served):
+                name = f"{server}{SEPARATOR}{tool.name}"
+                decision = active.policy.decide(subject, Action(Channel.MCP, tool=name))
+                if decision.decision is not Verdict.DENY:
+                    visible[name] = Listed(config, tool.name, tool)
+        return visible
+
+    async def _served(self) -> dict[str, list[types.Tool]]:
+        """Every ready upstream's tools, asked again after ``mcp_list_cache_seconds``."""
+        ttl = self._svc.settings.mcp_list_cache_seconds
+        listed = self._listed
+        if listed is None or time.monotonic() - listed[0] >= ttl:
+            async with self._listing:  # one listing for the calls that find it stale together
+                listed = self._listed
+                if listed is None or time.monotonic() - listed[0] >= ttl:
+                    listed = self._listed = (time.monotonic(), await self.registry.tools())
+        return listed[1]
+
+    async def _call_tool(
+        self, ctx: Any, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        request = _context(ctx, self._svc)
+        checker = self._svc.checker
+        assert checker is not None
+        # A known secret in the arguments reaches neither the upstream nor a record: an upstream
+        # that needs one is given it by Pilothouse (its configuration's {"$secret": ...}).
+        arguments = (await checker.redactor()).redact_json(dict(params.arguments or {}))
+        listed = (await self._visible(request)).get(params.name)
+        if listed is None:
+            raise MCPError(INVALID_PARAMS, f"no tool {params.name!r} is available to this caller")
+        try:
+            check = await checker.check(
+                request,
+                CheckRequest(
+                    channel=Channel.MCP,
+                    action=ActionIn(tool=params.name, arguments=arguments),
+                    wait=self._svc.settings.hook_wait_seconds,
+                ),
+            )
+        except PilothouseError as exc:
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        if check.decision is Verdict.DENY:
+            return _refusal(f"Pilothouse refused {params.name}: {check.reason}")
+        if check.decision is Verdict.ASK:
+            approval = check.approval.id if check.approval else "?"
+            return _refusal(
+                f"{params.name} waits for a person's approval ({check.reason}; approval"
+                f" {approval}): call it again once it is approved"
+            )
+        try:
+            await self._may_use_credentials(request, listed.server)
+        except SecretNotGranted as exc:
+            return _refusal(exc.message)
+        started, started_ns = time.monotonic(), time.time_ns()
+        try:
+            result = await self.registry.get(listed.server.name).call_tool(listed.name, arguments)
+        except UpstreamError as exc:
+            # Its last error may quote the server's output: what it was given, say.
+            error = (await checker.redactor()).redact(str(exc))
+            await self._audit(request, params.name, arguments, None, error, started)
+            self._span(request, listed, params.name, started_ns, error)
+            raise MCPError(UPSTREAM_ERROR, f"{params.name}: {error}") from exc
+        result = await self._screened(request, params.name, result)
+        await self._audit(request, params.name, arguments, result, None, started)
+        self._span(request, listed, params.name, started_ns, None)
+        return result
+
+    def _span(
+        self, ctx: RequestContext, listed: Listed, name: str, started_ns: int, error: str | None
+    ) -> None:
+        principal = ctx.principal
+        self._svc.telemetry.tool_called(
+            tool=name,
+            server=listed.server.name,
+            started_ns=started_ns,
+            ended_ns=time.time_ns(),
+            session_id=principal.session_id,
+            org_id=principal.org_id,
+            request_id=ctx.request_id,
+            error=error,
+        )
+
+    async def _may_use_credentials(self, ctx: RequestContext, server: McpServerConfig) -> None:
+        """Every secret the upstream is given must be granted (inject) to the caller."""
+        book = self._svc.secrets
+        for where, ref in server.secret_refs.items():
+            assert book is not None
+            purpose = f"MCP server {server.name!r} ({where})"
+            await book.may_inject(self._svc.root_org_id, ref.secret, ctx.principal, purpose)
+
+    async def _screened(
+        self, ctx: RequestContext, name: str, result: types.CallToolResult
+    ) -> types.CallToolResult:
+        """The result with known secrets redacted, after scanning what the agent will read."""
+        checker = self._svc.checker
+        assert checker is not None
+        redactor = await checker.redactor()
+        dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        redacted = redactor.redact_json(dumped)
+        if redacted is not dumped:
+            result = types.CallToolResult.model_validate(redacted)
+        text = "\n".join(
+            block.text for block in result.content if isinstance(block, types.TextContent)
+        )
+        if result.structured_content is not None:
+            text += "\n" + json.dumps(result.structured_content, ensure_ascii=False)
+        if text.strip() and ctx.principal.session_id is not None:
+            scan = ScanRequest(content=text[:SCANNED_CHARS], source=name[:200])
+            await checker.scan(ctx, scan)
+        return result
+
+    async def _audit(
+        self,
+        ctx: RequestContext,
+        name: str,
+        arguments: Mapping[str, Any],
+        result: types.CallToolResult | None,
+        error: str | None,
+        started: float,
+    ) -> None:
+        digest = None
+        if result is not None:
+            body = orjson.dumps(result.model_dump(mode="json", by_alias=True, exclude_none=True))
+            digest = hashlib.sha256(body).hexdigest()
+        shown = json.dumps(arguments, ensure_ascii=False, sort_keys=True)
+        details = {
+            "tool": name,
+            "arguments": shown[:AUDITED_CHARS],
+            "result_sha256": digest,
+            "is_error": result.is_error if result is not None else None,
+            "error": error,
+            "ms": round((time.monotonic() - started) * 1000),
+        }
+        checker = self._svc.checker
+        assert checker is not None
+        principal = ctx.principal
+        event = chain.Event(
+            actor=chain.Actor(principal.actor_kind, principal.actor_id),
+            action="mcp.call",
+            outcome="failed" if error else "success",
+            target_type="session" if principal.session_id else None,
+            target_id=principal.session_id,
+            request_id=ctx.request_id,
+            details=details,
+        )
+        # Group-committed with the checks (one transaction for many calls): durable before
+        # the result is answered.
+        await checker.recorder.record(ctx.org_id, None, event)
+
+
+def _context(ctx: Any, services: Services) -> RequestContext:
+    """The request context of the authenticated principal behind an MCP request."""
+    state = ctx.request.scope["state"] if ctx.request is not None else {}
+    principal = state.get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        raise MCPError(INTERNAL_ERROR, "the request was not authenticated")
+    return RequestContext(principal, state.get(REQUEST_ID_KEY, new_id("req")), services.clock)
+
+
+def _refusal(text: str) -> types.CallToolResult:
+    """A tool result the model reads: why the call did not run."""
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
+async def _refuse(send: Send, exc: PilothouseError, request_id: str) -> None:
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    if exc.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="pilothouse"'))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": orjson.dumps(exc.body(request_id))})
