@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 from starlette.types import Scope
@@ -16,7 +16,13 @@ from pilothouse.audit import chain
 from pilothouse.budgets.alerts import Alerts
 from pilothouse.budgets.ledger import BudgetBook, Ledger
 from pilothouse.clock import Clock, SystemClock
-from pilothouse.errors import Forbidden, PilothouseError, StoreUnavailable, Unauthenticated
+from pilothouse.errors import (
+    ConfigError,
+    Forbidden,
+    PilothouseError,
+    StoreUnavailable,
+    Unauthenticated,
+)
 from pilothouse.gateway.access import ModelAccess
 from pilothouse.gateway.calls import Gateway
 from pilothouse.gateway.prices import PriceBook
@@ -30,9 +36,7 @@ from pilothouse.identity.auth import Authenticator, KeyCache, LastUsed
 from pilothouse.identity.bootstrap import Bootstrap, bootstrap
 from pilothouse.identity.principal import Principal
 from pilothouse.mcp.config import McpServerConfig
-from pilothouse.mcp.gateway import McpGateway
 from pilothouse.mcp.pins import PinBook
-from pilothouse.mcp.upstreams import UpstreamRegistry
 from pilothouse.policy import versions
 from pilothouse.policy.approvals import Approvals
 from pilothouse.policy.checks import Checker
@@ -47,6 +51,9 @@ from pilothouse.store import migrate
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 from pilothouse.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from pilothouse.mcp.gateway import McpGateway
 
 log = logging.getLogger(__name__)
 
@@ -291,11 +298,14 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     services.checker.secrets = services.secrets
     services.checker.detector = CredentialDetector()
     services.pins = PinBook(
-        store, invalidations, the_clock, trust_first_use=settings.mcp_pin_first_use
+        store,
+        invalidations,
+        the_clock,
+        trust_first_use=settings.mcp_pin_first_use,
+        announcer=services.checker.approvals.announcer,  # security's channel: approval_webhooks
     )
     if settings.mcp_servers:
-        registry = UpstreamRegistry(settings.mcp_servers, services.upstream_credentials)
-        services.mcp = McpGateway(services, registry, services.pins)
+        services.mcp = _mcp_gateway(services, services.pins)
     prices = PriceBook.shipped(settings.gateway.default_price)
     http = HttpClient()  # one connection pool for every HTTP provider
     services.gateway = Gateway(
@@ -312,6 +322,19 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         services.ledger,
     )
     return services
+
+
+def _mcp_gateway(services: Services, pins: PinBook) -> McpGateway:
+    """The MCP endpoint over the configured upstreams (the SDK is an extra: imported here)."""
+    try:
+        from pilothouse.mcp.gateway import McpGateway
+        from pilothouse.mcp.upstreams import UpstreamRegistry
+    except ImportError as exc:
+        raise ConfigError(
+            f"mcp_servers needs the MCP SDK ({exc.name} is missing): pip install 'pilothouse[mcp]'"
+        ) from exc
+    registry = UpstreamRegistry(services.settings.mcp_servers, services.upstream_credentials)
+    return McpGateway(services, registry, pins)
 
 
 def _keyring(settings: Settings) -> Keyring:

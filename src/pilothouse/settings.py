@@ -104,8 +104,9 @@ class Settings(BaseModel):
     )
     approval_webhooks: list[AlertWebhook] = Field(
         default_factory=list,
-        description="Where a new approval is announced (YAML list of {url, format: json|slack,"
-        " headers}), with a link to it.",
+        description="Where a new approval is announced, with a link to it, and an MCP tool"
+        " withheld because its definition changed (YAML list of {url, format: json|slack,"
+        " headers}).",
     )
     public_url: str | None = Field(
         None,

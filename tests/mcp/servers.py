@@ -47,6 +47,16 @@ def build_stdio_server(mode: str, wire: int) -> MCPServer:
         """Answer the text."""
         return text
 
+    @server.prompt()
+    def review(code: str) -> str:
+        """Ask for a review of some code."""
+        return f"Please review this code: {code}"
+
+    @server.resource("notes://today", name="today", mime_type="text/plain")
+    def today() -> str:
+        """Today's note, which quotes the credential this process was given."""
+        return f"Today's note. token={os.environ.get('UPSTREAM_TOKEN', '')}"
+
     @server.tool()
     def env(name: str) -> str:
         """The value of an environment variable of this process ('' when unset)."""

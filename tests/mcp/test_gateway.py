@@ -27,10 +27,12 @@ from sqlalchemy import select
 
 from pilothouse.app import build_app
 from pilothouse.audit.tables import audit_events
+from pilothouse.budgets.alerts import AlertWebhook
 from pilothouse.mcp.config import McpServerConfig
 from pilothouse.secrets.refs import SecretRef
 from pilothouse.services import Services
 from pilothouse.settings import Settings
+from tests.budgets.test_alerts import Hook, hook  # noqa: F401  (the fixture)
 from tests.conftest import Api
 from tests.servers import free_port
 
@@ -48,6 +50,12 @@ rules:
     match: {tool: "echo__env", arguments: {name: "HOME"}}
     decision: deny
     reason: no reading HOME
+  - id: interns-no-notes
+    channel: mcp
+    when: {team: interns}
+    match: {tool: "echo__today"}
+    decision: deny
+    reason: notes are for staff
   - id: ask-to-ship
     channel: mcp
     match: {tool: "echo__echo", arguments: {text: "ship *"}}
@@ -108,7 +116,12 @@ async def rugpull() -> AsyncIterator[RugPull]:
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path, rugpull: RugPull) -> Settings:
+def settings(
+    database_url: str,
+    tmp_path: Path,
+    rugpull: RugPull,
+    hook: Hook,  # noqa: F811
+) -> Settings:
     python = sys.executable
     servers = [
         McpServerConfig(
@@ -132,6 +145,7 @@ def settings(database_url: str, tmp_path: Path, rugpull: RugPull) -> Settings:
         mcp_servers=servers,
         hook_wait_seconds=10,
         mcp_list_cache_seconds=0,
+        approval_webhooks=[AlertWebhook(url=f"{hook.url}/security", format="slack")],
     )
 
 
@@ -253,7 +267,11 @@ async def test_the_upstream_gets_the_credential_and_the_agent_never_sees_it(
 
 
 async def test_a_tool_whose_definition_changes_is_withheld_until_it_is_approved_again(
-    api: Api, services: Services, arranged: dict[str, str], rugpull: RugPull
+    api: Api,
+    services: Services,
+    arranged: dict[str, str],
+    rugpull: RugPull,
+    hook: Hook,  # noqa: F811
 ) -> None:
     async with connected(services, arranged["staff"]) as staff:
         assert "adder__add" in await names(staff)
@@ -265,6 +283,11 @@ async def test_a_tool_whose_definition_changes_is_withheld_until_it_is_approved_
         (changed,) = [p for p in pins if p["status"] == "changed"]
         assert "evil.example" in changed["seen_definition"]["description"]
         assert len(await events(services, "mcp.pin.changed")) == 1
+        async with asyncio.timeout(5):  # the security people are told, once
+            while not [r for r in hook.received if r["path"] == "/security"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)  # (the hook's server signals nothing)
+        (told,) = [r["body"]["text"] for r in hook.received if r["path"] == "/security"]
+        assert "adder__add" in told and "withheld" in told
         _, member = await api.user_with_key("member")
         path = "/api/v1/mcp/pins/adder/add/approve"
         assert (await api.call("POST", path, member, json={})).status_code == 403
@@ -317,3 +340,27 @@ async def test_only_the_root_organization_approves_pins_and_lists_servers_state(
     assert refused.status_code == 403 and "root organization" in refused.text
     stale = await api.call("POST", "/api/v1/mcp/pins/adder/add/approve", json={"sha256": "0" * 64})
     assert stale.status_code == 409
+
+
+async def test_prompts_and_resources_are_namespaced_filtered_redacted_and_audited(
+    services: Services, arranged: dict[str, str]
+) -> None:
+    async with connected(services, arranged["staff"]) as staff:
+        prompts = {p.name for p in (await staff.list_prompts()).prompts}
+        resources = {str(r.uri): r.name for r in (await staff.list_resources()).resources}
+        assert "echo__review" in prompts
+        assert resources.get("echo+notes://today") == "echo__today"
+        prompt = await staff.get_prompt("echo__review", {"code": "x = 1"})
+        note = await staff.read_resource("echo+notes://today")
+    assert "Please review this code: x = 1" in prompt.model_dump_json()
+    text = note.contents[0].model_dump()["text"]
+    assert TOKEN not in note.model_dump_json() and "[REDACTED:echo-token]" in text
+    assert [json.loads(e["details"])["tool"] for e in await events(services, "mcp.read")] == [
+        "echo__today"
+    ]
+    assert len(await events(services, "mcp.prompt")) == 1
+    async with connected(services, arranged["intern"]) as intern:
+        theirs = {str(r.uri) for r in (await intern.list_resources()).resources}
+        assert "echo+notes://today" not in theirs
+        with pytest.raises(MCPError, match="no resource"):
+            await intern.read_resource("echo+notes://today")

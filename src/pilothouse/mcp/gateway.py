@@ -26,15 +26,16 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import mcp_types as types
 import orjson
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from pilothouse import __version__
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from pilothouse.services import Services
 
 log = logging.getLogger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 SEPARATOR = "__"
 PRINCIPAL_KEY = "pilothouse.principal"
@@ -63,6 +65,7 @@ AUDITED_CHARS = 2000
 SCANNED_CHARS = 200_000
 INVALID_PARAMS, INTERNAL_ERROR = -32602, -32603
 UPSTREAM_ERROR = -32000  # the implementation-defined server error range
+REFUSED = -32001  # the policy refused (a prompt, a resource; a tool's refusal is its result)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,10 @@ class McpGateway:
             version=__version__,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_list_resources=self._list_resources,
+            on_read_resource=self._read_resource,
         )
         self._manager = StreamableHTTPSessionManager(
             self.server, stateless=True, json_response=True
@@ -95,6 +102,7 @@ class McpGateway:
         self._task: asyncio.Task[None] | None = None
         self._listed: tuple[float, dict[str, list[types.Tool]]] | None = None
         self._listing = asyncio.Lock()
+        self._catalog: dict[str, tuple[float, dict[str, list[Any]]]] = {}
 
     async def start(self) -> None:
         """Start the upstreams and the MCP server."""
@@ -229,6 +237,164 @@ class McpGateway:
         self._span(request, listed, params.name, started_ns, None)
         return result
 
+    # --- prompts and resources --------------------------------------------------------------
+
+    async def _list_prompts(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        visible = await self._visible_items(_context(ctx, self._svc), "prompts")
+        prompts = [item.model_copy(update={"name": name}) for name, (_, item) in visible.items()]
+        return types.ListPromptsResult(prompts=prompts)
+
+    async def _get_prompt(
+        self, ctx: Any, params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        request = _context(ctx, self._svc)
+        found = (await self._visible_items(request, "prompts")).get(params.name)
+        if found is None:
+            raise MCPError(INVALID_PARAMS, f"no prompt {params.name!r} is available to this caller")
+        server, prompt = found
+        arguments = dict(params.arguments or {})
+        await self._checked(request, params.name, arguments)
+        upstream = self.registry.get(server)
+        result = await self._upstream(
+            request,
+            params.name,
+            arguments,
+            lambda: upstream.get_prompt(prompt.name, arguments),
+            "mcp.prompt",
+        )
+        return await self._screened_model(request, params.name, result, types.GetPromptResult)
+
+    async def _list_resources(
+        self, ctx: Any, params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        visible = await self._visible_items(_context(ctx, self._svc), "resources")
+        resources = [
+            item.model_copy(update={"uri": uri, "name": f"{server}{SEPARATOR}{item.name}"})
+            for uri, (server, item) in visible.items()
+        ]
+        return types.ListResourcesResult(resources=resources)
+
+    async def _read_resource(
+        self, ctx: Any, params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        request = _context(ctx, self._svc)
+        found = (await self._visible_items(request, "resources")).get(str(params.uri))
+        if found is None:
+            raise MCPError(
+                INVALID_PARAMS, f"no resource {params.uri!r} is available to this caller"
+            )
+        server, resource = found
+        name = f"{server}{SEPARATOR}{resource.name}"
+        arguments = {"uri": str(resource.uri)}
+        await self._checked(request, name, arguments)
+        upstream = self.registry.get(server)
+        result = await self._upstream(
+            request, name, arguments, lambda: upstream.read_resource(str(resource.uri)), "mcp.read"
+        )
+        return await self._screened_model(request, name, result, types.ReadResourceResult)
+
+    async def _visible_items(self, ctx: RequestContext, kind: str) -> dict[str, tuple[str, Any]]:
+        """The prompts (by ``server__name``) or resources (by ``server+uri``) the caller may
+        see: a policy rule on channel ``mcp`` whose ``tool`` matches ``server__name`` decides
+        them as it decides tools."""
+        checker = self._svc.checker
+        assert checker is not None
+        try:
+            subject, _ = await checker.subject(ctx, ctx.principal.session_id)
+            active = await checker.book.active(ctx.org_id)
+        except PilothouseError as exc:  # fail closed: no policy, nothing listed
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        visible: dict[str, tuple[str, Any]] = {}
+        for server, items in (await self._served_items(kind)).items():
+            for item in items:
+                name = f"{server}{SEPARATOR}{item.name}"
+                decision = active.policy.decide(subject, Action(Channel.MCP, tool=name))
+                if decision.decision is not Verdict.DENY:
+                    key = name if kind == "prompts" else f"{server}+{item.uri}"
+                    visible[key] = (server, item)
+        return visible
+
+    async def _served_items(self, kind: str) -> dict[str, list[Any]]:
+        """Every ready upstream's prompts or resources (asked again like tools); a server that
+        offers none (or does not answer for them) is left out."""
+        ttl = self._svc.settings.mcp_list_cache_seconds
+        cached = self._catalog.get(kind)
+        if cached is not None and time.monotonic() - cached[0] < ttl:
+            return cached[1]
+        async with self._listing:
+            found: dict[str, list[Any]] = {}
+            for upstream in self.registry.all():
+                if upstream.status.state != "ready":
+                    continue
+                try:
+                    if kind == "prompts":
+                        found[upstream.name] = list(await upstream.list_prompts())
+                    else:
+                        found[upstream.name] = list(await upstream.list_resources())
+                except UpstreamError as exc:
+                    log.debug("MCP server %r lists no %s: %s", upstream.name, kind, exc)
+            self._catalog[kind] = (time.monotonic(), found)
+        return found
+
+    async def _checked(self, ctx: RequestContext, name: str, arguments: dict[str, Any]) -> None:
+        """The policy's check of a prompt or a resource read: a deny or an unanswered ask is
+        an MCP error naming why."""
+        checker = self._svc.checker
+        assert checker is not None
+        action = ActionIn(tool=name, arguments=arguments)
+        wait = self._svc.settings.hook_wait_seconds
+        try:
+            check = await checker.check(
+                ctx, CheckRequest(channel=Channel.MCP, action=action, wait=wait)
+            )
+        except PilothouseError as exc:
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        if check.decision is Verdict.DENY:
+            raise MCPError(REFUSED, f"Pilothouse refused {name}: {check.reason}")
+        if check.decision is Verdict.ASK:
+            approval = check.approval.id if check.approval else "?"
+            raise MCPError(REFUSED, f"{name} waits for approval {approval} ({check.reason})")
+
+    async def _upstream(
+        self,
+        ctx: RequestContext,
+        name: str,
+        arguments: dict[str, Any],
+        send: Callable[[], Awaitable[ModelT]],
+        action: str,
+    ) -> ModelT:
+        """``send`` to the upstream, audited as ``action``; a failure is an MCP error."""
+        checker = self._svc.checker
+        assert checker is not None
+        started = time.monotonic()
+        try:
+            result = await send()
+        except UpstreamError as exc:
+            error = (await checker.redactor()).redact(str(exc))
+            await self._audit(ctx, name, arguments, None, error, started, action)
+            raise MCPError(UPSTREAM_ERROR, f"{name}: {error}") from exc
+        await self._audit(ctx, name, arguments, result, None, started, action)
+        return result
+
+    async def _screened_model(
+        self, ctx: RequestContext, name: str, result: ModelT, model: type[ModelT]
+    ) -> ModelT:
+        """A prompt or resource redacted of known secrets and scanned (it is read by the
+        model as much as a tool's result is)."""
+        checker = self._svc.checker
+        assert checker is not None
+        redactor = await checker.redactor()
+        dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+        redacted = redactor.redact_json(dumped)
+        if redacted is not dumped:
+            result = model.model_validate(redacted)
+        text = json.dumps(redacted, ensure_ascii=False)
+        if ctx.principal.session_id is not None:
+            await checker.scan(ctx, ScanRequest(content=text[:SCANNED_CHARS], source=name[:200]))
+        return result
+
     def _span(
         self, ctx: RequestContext, listed: Listed, name: str, started_ns: int, error: str | None
     ) -> None:
@@ -278,9 +444,10 @@ class McpGateway:
         ctx: RequestContext,
         name: str,
         arguments: Mapping[str, Any],
-        result: types.CallToolResult | None,
+        result: BaseModel | None,
         error: str | None,
         started: float,
+        action: str = "mcp.call",
     ) -> None:
         digest = None
         if result is not None:
@@ -291,7 +458,7 @@ class McpGateway:
             "tool": name,
             "arguments": shown[:AUDITED_CHARS],
             "result_sha256": digest,
-            "is_error": result.is_error if result is not None else None,
+            "is_error": getattr(result, "is_error", None),
             "error": error,
             "ms": round((time.monotonic() - started) * 1000),
         }
@@ -300,7 +467,7 @@ class McpGateway:
         principal = ctx.principal
         event = chain.Event(
             actor=chain.Actor(principal.actor_kind, principal.actor_id),
-            action="mcp.call",
+            action=action,
             outcome="failed" if error else "success",
             target_type="session" if principal.session_id else None,
             target_id=principal.session_id,

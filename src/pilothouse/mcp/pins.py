@@ -18,13 +18,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mcp_types as types
 from pydantic import BaseModel
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pilothouse.announce import Announcer
 from pilothouse.audit import chain
 from pilothouse.clock import Clock
 from pilothouse.context import RequestContext
@@ -33,6 +33,9 @@ from pilothouse.mcp.tables import mcp_pins
 from pilothouse.memo import IdentityMemo
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import ALL, Invalidations
+
+if TYPE_CHECKING:  # the MCP SDK is an extra: pins are read and approved without it
+    import mcp_types as types
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,10 @@ class PinBook:
         clock: Clock,
         *,
         trust_first_use: bool,
+        announcer: Announcer | None = None,
     ) -> None:
         self._store = store
+        self._announcer = announcer
         self._invalidations = invalidations
         self._clock = clock
         self._trust_first_use = trust_first_use
@@ -191,6 +196,12 @@ class PinBook:
             )
             await self._event(conn, "mcp.pin.changed", server, tool, {"seen_sha256": sha})
             await self._invalidations.publish(conn, KIND, f"{server}/{tool}")
+            if self._announcer is not None:
+                self._announcer.after_commit(
+                    conn,
+                    f"changed MCP tool {server}__{tool}",
+                    lambda form: changed_notice(server, tool, sha, form),
+                )
 
     async def _event(
         self, conn: Any, action: str, server: str, tool: str, details: dict[str, Any]
@@ -269,6 +280,17 @@ class PinBook:
             )
             await self._invalidations.publish(conn, KIND, f"{server}/{tool}")
         return _view({**row, **changes})
+
+
+def changed_notice(server: str, tool: str, sha: str, form: str) -> dict[str, Any]:
+    """The webhook body announcing a withheld tool: Pilothouse's JSON, or Slack's ``{text}``."""
+    if form == "slack":
+        return {
+            "text": f"Pilothouse: MCP tool `{server}__{tool}` changed its definition and is"
+            " withheld from every agent until someone with the security role approves it"
+            f" (`pilothouse mcp pins`, then `pilothouse mcp approve {server} {tool}`)."
+        }
+    return {"type": "mcp.pin.changed", "server": server, "tool": tool, "seen_sha256": sha}
 
 
 def _view(row: Any) -> PinView:

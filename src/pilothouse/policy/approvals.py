@@ -28,11 +28,11 @@ from datetime import datetime
 from glob import escape
 from typing import Any, Literal
 
-import httpx
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pilothouse.announce import Announcer
 from pilothouse.api.pagination import page_query, split_page
 from pilothouse.api.types import Body, Page, Text
 from pilothouse.audit import chain
@@ -54,7 +54,7 @@ from pilothouse.policy.document import (
 )
 from pilothouse.policy.tables import approvals
 from pilothouse.policy.versions import PolicyBook, latest_row, store_version
-from pilothouse.store.engine import Store, after_commit
+from pilothouse.store.engine import Store
 from pilothouse.store.notify import ALL, Invalidations
 
 log = logging.getLogger(__name__)
@@ -158,10 +158,9 @@ class Approvals:
         self._clock = clock
         self._invalidations = invalidations
         self._book = book
-        self._webhooks = webhooks
+        self.announcer = Announcer(webhooks)
         self.public_url = public_url
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._notifying: set[asyncio.Task[None]] = set()
         invalidations.subscribe(self._wake)
 
     def _wake(self, kind: str, ref: str) -> None:
@@ -446,42 +445,16 @@ class Approvals:
 
     def notify_after_commit(self, conn: AsyncConnection, row: Mapping[str, Any]) -> None:
         """Post the new approval to every approval webhook once its transaction commits."""
-        if not self._webhooks:
+        if not self.announcer.webhooks:
             return
         view = view_of(row, self._clock.now(), self.public_url)
-
-        def start() -> None:
-            task = asyncio.get_running_loop().create_task(self._notify(view))
-            self._notifying.add(task)
-            task.add_done_callback(self._notifying.discard)
-
-        after_commit(conn, start)
-
-    async def _notify(self, view: ApprovalView, attempts: int = 3) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            for hook in self._webhooks:
-                body = notification(view, hook.format)
-                for attempt in range(attempts):
-                    try:
-                        reply = await http.post(str(hook.url), json=body, headers=hook.headers)
-                        if 200 <= reply.status_code < 300:
-                            break
-                        error = f"HTTP {reply.status_code}"
-                    except httpx.HTTPError as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                    log.warning(
-                        "approval %s not posted to %s (attempt %d): %s",
-                        view.id,
-                        hook.url.host,
-                        attempt + 1,
-                        error,
-                    )
-                    await asyncio.sleep(0.5 * 2**attempt)
+        self.announcer.after_commit(
+            conn, f"approval {view.id}", lambda form: notification(view, form)
+        )
 
     async def aclose(self) -> None:
         """Let notifications in flight finish (bounded)."""
-        if self._notifying:
-            await asyncio.wait(self._notifying, timeout=5)
+        await self.announcer.aclose()
 
 
 def notification(view: ApprovalView, form: str) -> dict[str, Any]:
