@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -288,12 +289,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         store,
         _keyring(settings),
         external_backends(
-            environ=inherited_environment(), base_dir=settings.data_dir, vault=settings.vault
+            environ=inherited_environment(), base_dir=Path.cwd(), vault=settings.vault
         ),
         access,
         invalidations,
         the_clock,
         config_values=_config_secrets(settings),
+        protected=[settings.resolved_master_key_file(), settings.data_dir],
     )
     services.checker.secrets = services.secrets
     services.checker.detector = CredentialDetector()

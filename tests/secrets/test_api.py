@@ -312,3 +312,26 @@ async def test_no_value_and_no_unreadable_source_can_stop_the_redactor_and_so_ev
     # deploy-token-prod's name would show inner's value: it is shown as "secret" instead.
     assert "[REDACTED:inner]" in sent and "[REDACTED:secret]" in sent
     assert "deploy-token" not in sent and prod not in sent
+
+
+async def test_external_secrets_are_the_operators_and_never_reach_the_servers_own_keys(
+    api: Api, services: Services
+) -> None:
+    body = {"name": f"org-{uuid.uuid4().hex[:8]}", "owner_email": "o@tenant.example"}
+    tenant = Api(api.client, (await api.ok("POST", "/api/v1/orgs", json=body))["key"]["token"])
+    for backend, ref in (("env", "HOME"), ("file", "/etc/hostname")):
+        made = await tenant.call(
+            "POST", "/api/v1/secrets", json={"name": "x-ext", "backend": backend, "ref": ref}
+        )
+        assert made.status_code == 403 and "root organization" in made.text
+    master = services.settings.resolved_master_key_file()
+    for backend, ref in (
+        ("env", "PILOTHOUSE_MASTER_KEY"),
+        ("file", str(master)),
+        ("file", str(services.settings.data_dir / "pilothouse.db")),
+    ):
+        made = await api.call(
+            "POST", "/api/v1/secrets", json={"name": "own-key", "backend": backend, "ref": ref}
+        )
+        assert made.status_code == 403 and "server's own configuration" in made.text
+    assert await api.ok("GET", "/api/v1/secrets") == []

@@ -33,6 +33,7 @@ from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 
 MAX_VALUE_CHARS = 65_536
+SERVER_ENV_PREFIX = "PILOTHOUSE_"  # the server's own settings: its master and admin keys
 DEFAULT_LEASE_SECONDS = 900
 MAX_LEASE_SECONDS = 86_400
 Backend = Literal["builtin", "env", "file", "vault"]
@@ -191,7 +192,7 @@ async def create(
     body: SecretIn,
 ) -> SecretView:
     """Seal and store a new secret (409 if the name is taken)."""
-    _check_ref(book, body.backend, body.ref)
+    _check_ref(book, ctx, body.backend, body.ref)
     now = ctx.clock.now()
     secret_id = new_id("sec")
     row: dict[str, Any] = {
@@ -244,7 +245,7 @@ async def rotate(
         if body.value is not None:
             changes.update(_sealed(book, ctx.org_id, row["id"], body.value))
         else:
-            _check_ref(book, row["backend"], body.ref)
+            _check_ref(book, ctx, row["backend"], body.ref)
             changes["ref"] = body.ref
         await conn.execute(update(secrets).where(secrets.c.id == row["id"]).values(**changes))
         updated = {**row, **changes}
@@ -371,9 +372,21 @@ def _sealed(book: SecretBook, org_id: str, secret_id: str, value: SecretStr) -> 
     }
 
 
-def _check_ref(book: SecretBook, backend: str, ref: str | None) -> None:
+def _check_ref(book: SecretBook, ctx: RequestContext, backend: str, ref: str | None) -> None:
+    """Refuse a reference that is malformed, or that reaches what is not the caller's: the
+    external backends read the server's own environment, files and Vault, so only the root
+    organization (the operator) points at them, and never at the server's own keys."""
     if backend == BUILTIN:
         return
+    if not ctx.principal.is_root_org:
+        raise Forbidden(
+            f"a {backend} secret reads the server's own {backend}: only the root organization"
+            " may create one (store the value itself instead)"
+        )
+    if (backend == "env" and (ref or "").upper().startswith(SERVER_ENV_PREFIX)) or (
+        backend == "file" and ref is not None and book.protects(ref)
+    ):
+        raise Forbidden(f"{ref!r} is the server's own configuration: it cannot be a secret")
     found = book.backends.get(backend)
     if found is None:
         raise ValidationFailed(

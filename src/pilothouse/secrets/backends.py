@@ -4,7 +4,7 @@ A secret is either sealed in the store (``pilothouse.secrets.crypto``) or points
 source, a ``SecretBackend``, with a reference whose syntax the backend owns::
 
     env     NAME            an environment variable of the server's process
-    file    path            a file; a relative path is resolved against the config directory
+    file    path            a file; a relative path from the server's working directory
     vault   path#field      a field of a HashiCorp Vault KV secret under the configured mount
 
 A value that cannot be read is a ``SecretUnavailable`` (503) that names the reference and the

@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -27,7 +28,7 @@ from pilothouse.clock import Clock
 from pilothouse.errors import ConfigError, PilothouseError, SecretNotGranted
 from pilothouse.gateway.access import ModelAccess
 from pilothouse.identity.principal import Principal
-from pilothouse.secrets.backends import SecretBackend, SecretUnavailable
+from pilothouse.secrets.backends import FileBackend, SecretBackend, SecretUnavailable
 from pilothouse.secrets.crypto import Keyring, Sealed, SecretCorrupt
 from pilothouse.secrets.logs import RedactedLogs
 from pilothouse.secrets.redact import MIN_SECRET_LENGTH, Redactor
@@ -90,6 +91,7 @@ class SecretBook:
         invalidations: Invalidations,
         clock: Clock,
         config_values: Iterable[str] = (),
+        protected: Iterable[Path] = (),
     ) -> None:
         self._store = store
         self.keyring = keyring
@@ -97,6 +99,7 @@ class SecretBook:
         self._access = access
         self._clock = clock
         self._config_values = [v for v in config_values if len(v) >= MIN_SECRET_LENGTH]
+        self._protected = [_real(p) for p in protected]
         self._entries: dict[tuple[str, str], Entry] = {}
         self.redactor = redactor_of(dict.fromkeys(self._config_values, "config"))
         self._wanted, self._have = 1, 0  # generations: changes seen, and read
@@ -317,6 +320,13 @@ class SecretBook:
             raise SecretNotGranted(f"{purpose} uses secret {name!r}, which does not exist")
         return await self.value(entry)
 
+    def protects(self, ref: str) -> bool:
+        """Whether a file reference reaches one of the server's own files (its master key
+        file, its data directory)."""
+        backend = self.backends.get("file")
+        path = _real(backend.path(ref)) if isinstance(backend, FileBackend) else _real(Path(ref))
+        return any(path == p or p in path.parents for p in self._protected)
+
     async def aclose(self) -> None:
         """Stop redacting log lines; close the backends' connections."""
         self.logs.uninstall()
@@ -329,6 +339,11 @@ class SecretBook:
                 task.cancel()
         for backend in self.backends.values():
             await backend.aclose()
+
+
+def _real(path: Path) -> Path:
+    """``path`` made absolute with its links resolved (as far as it exists)."""
+    return path.expanduser().resolve(strict=False)
 
 
 def _name(entry: Entry) -> str:
