@@ -50,7 +50,8 @@ from pilothouse.mcp.pins import PinBook
 from pilothouse.mcp.upstreams import UpstreamError, UpstreamRegistry
 from pilothouse.policy.checks import ActionIn, CheckRequest, ScanRequest
 from pilothouse.policy.document import Channel, Verdict
-from pilothouse.policy.engine import Action
+from pilothouse.policy.engine import Action, Subject
+from pilothouse.policy.versions import Active
 
 if TYPE_CHECKING:
     from pilothouse.services import Services
@@ -160,13 +161,7 @@ class McpGateway:
 
     async def _visible(self, ctx: RequestContext) -> dict[str, Listed]:
         """The tools ``ctx``'s principal may see, by their names here."""
-        checker = self._svc.checker
-        assert checker is not None
-        try:
-            subject, _ = await checker.subject(ctx, ctx.principal.session_id)
-            active = await checker.book.active(ctx.org_id)
-        except PilothouseError as exc:  # fail closed: no policy, no tools
-            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        subject, active = await self._policy_of(ctx)
         visible: dict[str, Listed] = {}
         for server, served in (await self._served()).items():
             config = self.registry.get(server).config
@@ -176,6 +171,17 @@ class McpGateway:
                 if decision.decision is not Verdict.DENY:
                     visible[name] = Listed(config, tool.name, tool)
         return visible
+
+    async def _policy_of(self, ctx: RequestContext) -> tuple[Subject, Active]:
+        """Who calls, as rules see them, and the organization's policy (fail closed: neither
+        can be read, nothing is listed)."""
+        checker = self._svc.checker
+        assert checker is not None
+        try:
+            subject, _ = await checker.subject(ctx, ctx.principal.session_id)
+            return subject, await checker.book.active(ctx.org_id)
+        except PilothouseError as exc:
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
 
     async def _served(self) -> dict[str, list[types.Tool]]:
         """Every ready upstream's tools, asked again after ``mcp_list_cache_seconds``."""
@@ -299,13 +305,7 @@ class McpGateway:
         """The prompts (by ``server__name``) or resources (by ``server+uri``) the caller may
         see: a policy rule on channel ``mcp`` whose ``tool`` matches ``server__name`` decides
         them as it decides tools."""
-        checker = self._svc.checker
-        assert checker is not None
-        try:
-            subject, _ = await checker.subject(ctx, ctx.principal.session_id)
-            active = await checker.book.active(ctx.org_id)
-        except PilothouseError as exc:  # fail closed: no policy, nothing listed
-            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        subject, active = await self._policy_of(ctx)
         visible: dict[str, tuple[str, Any]] = {}
         for server, items in (await self._served_items(kind)).items():
             for item in items:
