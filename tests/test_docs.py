@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pilothouse import reference
+from pilothouse.policy.document import load
 from pilothouse.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,3 +44,35 @@ def test_the_routing_example_in_the_configuration_docs_loads(tmp_path: Path) -> 
     assert [m.alias for m in loaded.models] == ["claude-sonnet", "gpt-4o", "*"]
     assert loaded.models[0].deployments[1].provider == "openai-compatible"
     assert loaded.gateway.default_price is not None
+
+
+@pytest.mark.parametrize(
+    ("doc", "key"),
+    [
+        ("docs/secrets.md", "models:"),
+        ("docs/mcp.md", "mcp_servers:"),
+        ("docs/secrets.md", "vault:"),
+    ],
+)
+def test_the_configuration_examples_of_the_secrets_and_mcp_docs_load(
+    tmp_path: Path, doc: str, key: str
+) -> None:
+    (block,) = [b for b in _yaml_blocks(doc) if b.startswith(key)]
+    config = tmp_path / "pilothouse.yaml"
+    config.write_text(block)
+    loaded = load_settings(config, environ={"VAULT_TOKEN": "hvs.example"})
+    if key == "models:":
+        assert loaded.models[0].deployments[0].secret_refs["api_key"].secret == "openai-key"
+    elif key == "mcp_servers:":
+        assert [s.name for s in loaded.mcp_servers] == ["time", "github", "tickets"]
+        assert loaded.mcp_servers[1].secret_refs["env:GITHUB_PERSONAL_ACCESS_TOKEN"]
+    else:
+        assert loaded.vault is not None and loaded.vault.token.get_secret_value() == "hvs.example"
+
+
+@pytest.mark.parametrize("doc", ["docs/secrets.md", "docs/mcp.md"])
+def test_the_policy_examples_of_the_secrets_and_mcp_docs_load(doc: str) -> None:
+    blocks = [b for b in _yaml_blocks(doc) if b.startswith("rules:")]
+    assert blocks
+    for block in blocks:
+        assert load(block).rules
