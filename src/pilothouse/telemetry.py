@@ -169,6 +169,7 @@ class Telemetry:
     def tool_called(
         self,
         *,
+        method: str,
         tool: str,
         server: str,
         started_ns: int,
@@ -178,26 +179,29 @@ class Telemetry:
         request_id: str,
         error: str | None,
     ) -> None:
-        """When tracing, queue the span of one MCP ``tools/call`` through ``/mcp`` (MCP and
-        GenAI semantic conventions: ``mcp.method.name``, ``gen_ai.tool.name``); never raises."""
+        """When tracing, queue the span of one MCP request through ``/mcp`` (``tools/call``,
+        ``prompts/get``, ``resources/read``; MCP and GenAI semantic conventions:
+        ``mcp.method.name``, ``gen_ai.tool.name`` for a tool); never raises."""
         tracer = self._tracer
         if tracer is None:
             return
         try:
             attributes: dict[str, AttributeValue] = {
-                "mcp.method.name": "tools/call",
-                "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": tool,
+                "mcp.method.name": method,
+                "pilothouse.mcp.name": tool,
                 "pilothouse.mcp.server": server,
                 "pilothouse.org_id": org_id,
                 "pilothouse.request_id": request_id,
             }
+            if method == "tools/call":
+                attributes["gen_ai.operation.name"] = "execute_tool"
+                attributes["gen_ai.tool.name"] = tool
             if session_id is not None:
                 attributes["session.id"] = session_id
             if error is not None:
                 attributes["error.type"] = "tool_error"
             span = tracer.start_span(
-                f"tools/call {tool}",
+                f"{method} {tool}",
                 kind=SpanKind.SERVER,
                 attributes=attributes,
                 start_time=started_ns,

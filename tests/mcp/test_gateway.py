@@ -364,3 +364,22 @@ async def test_prompts_and_resources_are_namespaced_filtered_redacted_and_audite
         assert "echo+notes://today" not in theirs
         with pytest.raises(MCPError, match="no resource"):
             await intern.read_resource("echo+notes://today")
+
+
+async def test_every_method_needs_the_grant_of_the_upstreams_secret_and_redacts_arguments(
+    api: Api, services: Services, arranged: dict[str, str]
+) -> None:
+    async with connected(services, arranged["staff"]) as staff:
+        prompt = await staff.get_prompt("echo__review", {"code": f"key = {TOKEN!r}"})
+        assert TOKEN not in prompt.model_dump_json()
+        assert "[REDACTED:echo-token]" in prompt.model_dump_json()
+        (granted,) = (await api.ok("GET", "/api/v1/secrets/echo-token/info"))["grants"]
+        await api.ok("DELETE", f"/api/v1/secrets/echo-token/grants/{granted['id']}")
+        refused = await staff.call_tool("echo__echo", {"text": "hi"})
+        assert refused.is_error and "not granted" in text_of(refused)
+        with pytest.raises(MCPError, match="not granted") as read:
+            await staff.read_resource("echo+notes://today")
+        assert read.value.code == -32001
+        with pytest.raises(MCPError, match="not granted"):
+            await staff.get_prompt("echo__review", {"code": "x"})
+    assert len(await events(services, "mcp.prompt")) == 1  # the refused ones never ran

@@ -26,6 +26,8 @@ from pilothouse.memo import IdentityMemo
 from pilothouse.secrets.redact import Redactor
 from pilothouse.telemetry import CallRecord, operation_name
 
+NO_SECRETS = Redactor.empty()  # immutable: one for every call that knows none yet
+
 # The clients' own session ids (Claude Code, Codex, others): recorded as attribution hints.
 CLIENT_SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "x-session-id")
 
@@ -81,7 +83,7 @@ class Call:
     settled: bool = False
     bodies: dict[WireFormat, dict[str, Any]] = field(default_factory=dict)
     attribution: dict[str, Any] | None = None  # the usage row's fields from the principal
-    redactor: Redactor = field(default_factory=Redactor.empty)
+    redactor: Redactor = NO_SECRETS  # until the call is authenticated
     redacted: set[str] = field(default_factory=set)  # the secrets redacted (by name)
 
 

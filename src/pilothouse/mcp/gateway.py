@@ -198,50 +198,26 @@ class McpGateway:
         self, ctx: Any, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         request = _context(ctx, self._svc)
-        checker = self._svc.checker
-        assert checker is not None
-        # A known secret in the arguments reaches neither the upstream nor a record: an upstream
-        # that needs one is given it by Pilothouse (its configuration's {"$secret": ...}).
-        arguments = (await checker.redactor()).redact_json(dict(params.arguments or {}))
+        arguments = await self._redacted(params.arguments or {})
         listed = (await self._visible(request)).get(params.name)
         if listed is None:
             raise MCPError(INVALID_PARAMS, f"no tool {params.name!r} is available to this caller")
+        upstream = self.registry.get(listed.server.name)
         try:
-            check = await checker.check(
+            return await self._forwarded(
                 request,
-                CheckRequest(
-                    channel=Channel.MCP,
-                    action=ActionIn(tool=params.name, arguments=arguments),
-                    wait=self._svc.settings.hook_wait_seconds,
-                ),
+                listed.server,
+                params.name,
+                arguments,
+                lambda: upstream.call_tool(listed.name, arguments),
+                method="tools/call",
+                action="mcp.call",
+                text_of=_tool_text,
             )
-        except PilothouseError as exc:
-            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
-        if check.decision is Verdict.DENY:
-            return _refusal(f"Pilothouse refused {params.name}: {check.reason}")
-        if check.decision is Verdict.ASK:
-            approval = check.approval.id if check.approval else "?"
-            return _refusal(
-                f"{params.name} waits for a person's approval ({check.reason}; approval"
-                f" {approval}): call it again once it is approved"
+        except _Refused as refused:  # a tool's refusal is its result: the model reads why
+            return types.CallToolResult(
+                content=[types.TextContent(text=refused.reason)], is_error=True
             )
-        try:
-            await self._may_use_credentials(request, listed.server)
-        except SecretNotGranted as exc:
-            return _refusal(exc.message)
-        started, started_ns = time.monotonic(), time.time_ns()
-        try:
-            result = await self.registry.get(listed.server.name).call_tool(listed.name, arguments)
-        except UpstreamError as exc:
-            # Its last error may quote the server's output: what it was given, say.
-            error = (await checker.redactor()).redact(str(exc))
-            await self._audit(request, params.name, arguments, None, error, started)
-            self._span(request, listed, params.name, started_ns, error)
-            raise MCPError(UPSTREAM_ERROR, f"{params.name}: {error}") from exc
-        result = await self._screened(request, params.name, result)
-        await self._audit(request, params.name, arguments, result, None, started)
-        self._span(request, listed, params.name, started_ns, None)
-        return result
 
     # --- prompts and resources --------------------------------------------------------------
 
@@ -260,17 +236,20 @@ class McpGateway:
         if found is None:
             raise MCPError(INVALID_PARAMS, f"no prompt {params.name!r} is available to this caller")
         server, prompt = found
-        arguments = dict(params.arguments or {})
-        await self._checked(request, params.name, arguments)
+        arguments = await self._redacted(params.arguments or {})
         upstream = self.registry.get(server)
-        result = await self._upstream(
-            request,
-            params.name,
-            arguments,
-            lambda: upstream.get_prompt(prompt.name, arguments),
-            "mcp.prompt",
+        return await self._refused_as_error(
+            self._forwarded(
+                request,
+                upstream.config,
+                params.name,
+                arguments,
+                lambda: upstream.get_prompt(prompt.name, arguments),
+                method="prompts/get",
+                action="mcp.prompt",
+                text_of=_dumped_text,
+            )
         )
-        return await self._screened_model(request, params.name, result, types.GetPromptResult)
 
     async def _list_resources(
         self, ctx: Any, params: types.PaginatedRequestParams | None
@@ -292,14 +271,20 @@ class McpGateway:
                 INVALID_PARAMS, f"no resource {params.uri!r} is available to this caller"
             )
         server, resource = found
-        name = f"{server}{SEPARATOR}{resource.name}"
         arguments = {"uri": str(resource.uri)}
-        await self._checked(request, name, arguments)
         upstream = self.registry.get(server)
-        result = await self._upstream(
-            request, name, arguments, lambda: upstream.read_resource(str(resource.uri)), "mcp.read"
+        return await self._refused_as_error(
+            self._forwarded(
+                request,
+                upstream.config,
+                f"{server}{SEPARATOR}{resource.name}",
+                arguments,
+                lambda: upstream.read_resource(str(resource.uri)),
+                method="resources/read",
+                action="mcp.read",
+                text_of=_dumped_text,
+            )
         )
-        return await self._screened_model(request, name, result, types.ReadResourceResult)
 
     async def _visible_items(self, ctx: RequestContext, kind: str) -> dict[str, tuple[str, Any]]:
         """The prompts (by ``server__name``) or resources (by ``server+uri``) the caller may
@@ -338,70 +323,90 @@ class McpGateway:
             self._catalog[kind] = (time.monotonic(), found)
         return found
 
-    async def _checked(self, ctx: RequestContext, name: str, arguments: dict[str, Any]) -> None:
-        """The policy's check of a prompt or a resource read: a deny or an unanswered ask is
-        an MCP error naming why."""
+    async def _redacted(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Arguments with every known secret value redacted: an upstream that needs a secret
+        is given it by Pilothouse (its configuration's {"$secret": ...}), never by the agent,
+        and no record holds one."""
         checker = self._svc.checker
         assert checker is not None
-        action = ActionIn(tool=name, arguments=arguments)
-        wait = self._svc.settings.hook_wait_seconds
-        try:
-            check = await checker.check(
-                ctx, CheckRequest(channel=Channel.MCP, action=action, wait=wait)
-            )
-        except PilothouseError as exc:
-            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
-        if check.decision is Verdict.DENY:
-            raise MCPError(REFUSED, f"Pilothouse refused {name}: {check.reason}")
-        if check.decision is Verdict.ASK:
-            approval = check.approval.id if check.approval else "?"
-            raise MCPError(REFUSED, f"{name} waits for approval {approval} ({check.reason})")
+        return dict((await checker.redactor()).redact_json(dict(arguments)))
 
-    async def _upstream(
+    async def _forwarded(
         self,
         ctx: RequestContext,
+        server: McpServerConfig,
         name: str,
         arguments: dict[str, Any],
         send: Callable[[], Awaitable[ModelT]],
+        *,
+        method: str,
         action: str,
+        text_of: Callable[[ModelT], str],
     ) -> ModelT:
-        """``send`` to the upstream, audited as ``action``; a failure is an MCP error."""
+        """One call to an upstream, in the order every MCP method takes: the policy's check,
+        the caller's grants for the upstream's secrets, the call (bounded by its timeout), the
+        answer redacted and scanned, then audited and traced. A deny, an unanswered ask or a
+        missing grant is ``_Refused``; an upstream that fails is an MCP error naming it."""
         checker = self._svc.checker
         assert checker is not None
-        started = time.monotonic()
+        action_in = ActionIn(tool=name, arguments=arguments)
+        wait = self._svc.settings.hook_wait_seconds
+        try:
+            check = await checker.check(
+                ctx, CheckRequest(channel=Channel.MCP, action=action_in, wait=wait)
+            )
+            await self._may_use_credentials(ctx, server)
+        except SecretNotGranted as exc:
+            raise _Refused(exc.message) from exc
+        except PilothouseError as exc:
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+        if check.decision is Verdict.DENY:
+            raise _Refused(f"Pilothouse refused {name}: {check.reason}")
+        if check.decision is Verdict.ASK:
+            approval = check.approval.id if check.approval else "?"
+            raise _Refused(
+                f"{name} waits for a person's approval ({check.reason}; approval {approval}):"
+                " ask again once it is approved"
+            )
+        started, started_ns = time.monotonic(), time.time_ns()
+        trace = {"tool": name, "server": server.name, "method": method}
         try:
             result = await send()
         except UpstreamError as exc:
+            # Its last error may quote the server's output: what it was given, say.
             error = (await checker.redactor()).redact(str(exc))
             await self._audit(ctx, name, arguments, None, error, started, action)
+            self._span(ctx, started_ns, error, **trace)
             raise MCPError(UPSTREAM_ERROR, f"{name}: {error}") from exc
+        result = await self._screened(ctx, name, result, text_of)
         await self._audit(ctx, name, arguments, result, None, started, action)
+        self._span(ctx, started_ns, None, **trace)
         return result
 
-    async def _screened_model(
-        self, ctx: RequestContext, name: str, result: ModelT, model: type[ModelT]
-    ) -> ModelT:
-        """A prompt or resource redacted of known secrets and scanned (it is read by the
-        model as much as a tool's result is)."""
-        checker = self._svc.checker
-        assert checker is not None
-        redactor = await checker.redactor()
-        dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-        redacted = redactor.redact_json(dumped)
-        if redacted is not dumped:
-            result = model.model_validate(redacted)
-        text = json.dumps(redacted, ensure_ascii=False)
-        if ctx.principal.session_id is not None:
-            await checker.scan(ctx, ScanRequest(content=text[:SCANNED_CHARS], source=name[:200]))
-        return result
+    @staticmethod
+    async def _refused_as_error(forwarding: Awaitable[ModelT]) -> ModelT:
+        """A prompt's or a resource's refusal: an MCP error naming why (they have no result
+        that could say it)."""
+        try:
+            return await forwarding
+        except _Refused as refused:
+            raise MCPError(REFUSED, refused.reason) from refused
 
     def _span(
-        self, ctx: RequestContext, listed: Listed, name: str, started_ns: int, error: str | None
+        self,
+        ctx: RequestContext,
+        started_ns: int,
+        error: str | None,
+        *,
+        tool: str,
+        server: str,
+        method: str,
     ) -> None:
         principal = ctx.principal
         self._svc.telemetry.tool_called(
-            tool=name,
-            server=listed.server.name,
+            method=method,
+            tool=tool,
+            server=server,
             started_ns=started_ns,
             ended_ns=time.time_ns(),
             session_id=principal.session_id,
@@ -419,21 +424,18 @@ class McpGateway:
             await book.may_inject(self._svc.root_org_id, ref.secret, ctx.principal, purpose)
 
     async def _screened(
-        self, ctx: RequestContext, name: str, result: types.CallToolResult
-    ) -> types.CallToolResult:
-        """The result with known secrets redacted, after scanning what the agent will read."""
+        self, ctx: RequestContext, name: str, result: ModelT, text_of: Callable[[ModelT], str]
+    ) -> ModelT:
+        """``result`` with known secrets redacted, after scanning what the agent will read of
+        it (``text_of``) for prompt injection and credentials."""
         checker = self._svc.checker
         assert checker is not None
         redactor = await checker.redactor()
         dumped = result.model_dump(mode="json", by_alias=True, exclude_none=True)
         redacted = redactor.redact_json(dumped)
         if redacted is not dumped:
-            result = types.CallToolResult.model_validate(redacted)
-        text = "\n".join(
-            block.text for block in result.content if isinstance(block, types.TextContent)
-        )
-        if result.structured_content is not None:
-            text += "\n" + json.dumps(result.structured_content, ensure_ascii=False)
+            result = type(result).model_validate(redacted)
+        text = text_of(result)
         if text.strip() and ctx.principal.session_id is not None:
             scan = ScanRequest(content=text[:SCANNED_CHARS], source=name[:200])
             await checker.scan(ctx, scan)
@@ -488,9 +490,25 @@ def _context(ctx: Any, services: Services) -> RequestContext:
     return RequestContext(principal, state.get(REQUEST_ID_KEY, new_id("req")), services.clock)
 
 
-def _refusal(text: str) -> types.CallToolResult:
-    """A tool result the model reads: why the call did not run."""
-    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+class _Refused(Exception):
+    """The policy or the grants refused a call; ``reason`` says why, for the model."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _tool_text(result: types.CallToolResult) -> str:
+    """What the model reads of a tool's result: its text blocks and structured content."""
+    text = "\n".join(b.text for b in result.content if isinstance(b, types.TextContent))
+    if result.structured_content is not None:
+        text += "\n" + json.dumps(result.structured_content, ensure_ascii=False)
+    return text
+
+
+def _dumped_text(result: BaseModel) -> str:
+    """A prompt's or a resource's content, as the JSON the model is given."""
+    return json.dumps(result.model_dump(mode="json", exclude_none=True), ensure_ascii=False)
 
 
 async def _refuse(send: Send, exc: PilothouseError, request_id: str) -> None:
