@@ -57,10 +57,17 @@ def test_the_routing_example_in_the_configuration_docs_loads(tmp_path: Path) -> 
 def test_the_configuration_examples_of_the_secrets_and_mcp_docs_load(
     tmp_path: Path, doc: str, key: str
 ) -> None:
-    (block,) = [b for b in _yaml_blocks(doc) if b.startswith(key)]
+    blocks = [b for b in _yaml_blocks(doc) if b.startswith(key)]
     config = tmp_path / "pilothouse.yaml"
-    config.write_text(block)
+    config.write_text(blocks[0])
     loaded = load_settings(config, environ={"VAULT_TOKEN": "hvs.example"})
+    if key == "mcp_servers:":  # the priced tools' example
+        (priced,) = blocks[1:]
+        config.write_text(priced)
+        (search,) = load_settings(config, environ={}).mcp_servers
+        assert (search.price_of("web_search"), search.price_of("other")) == (5000, 0)
+    else:
+        assert len(blocks) == 1
     if key == "models:":
         assert loaded.models[0].deployments[0].secret_refs["api_key"].secret == "openai-key"
     elif key == "mcp_servers:":

@@ -69,6 +69,7 @@ class RugPull:
 
     def __init__(self) -> None:
         self.description = "Adds two numbers."
+        self.calls = 0  # tools/call requests answered
         self.port = free_port()
         self.server: Server[Any] = Server(
             "rugpull", on_list_tools=self._list, on_call_tool=self._call
@@ -85,6 +86,7 @@ class RugPull:
         return types.ListToolsResult(tools=[tool])
 
     async def _call(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        self.calls += 1
         arguments = params.arguments or {}
         total = int(arguments.get("a", 0)) + int(arguments.get("b", 0))
         return types.CallToolResult(content=[types.TextContent(text=str(total))])

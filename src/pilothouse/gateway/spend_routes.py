@@ -72,7 +72,8 @@ async def list_usage(
         Query(pattern=usage_rows.CURSOR_PATTERN, description="next_cursor from the previous page"),
     ] = None,
 ) -> Page[usage_rows.UsageView]:
-    """Usage rows (one per LLM call) of the organization, newest first, narrowed by the filters.
+    """Usage rows (one per LLM call, and one per call of a priced MCP tool) of the
+    organization, newest first, narrowed by the filters.
 
     Cost is exact: `cost_picos` in pico-dollars (10**12 per dollar) and `cost` in dollars as a
     decimal string.

@@ -70,6 +70,14 @@ class McpServerConfig(BaseModel):
         description="The wait before the first reconnection after a failure; each next one waits"
         " twice as long, up to restart_backoff_max_seconds.",
     )
+    prices: dict[str, int] = Field(
+        default_factory=dict,
+        description="What one call of a tool costs, in micro-dollars (1,000,000 is one dollar),"
+        ' by the upstream\'s tool name; "*" prices every tool not named. A priced call is'
+        " reserved against the caller's budgets before it is forwarded (a hard budget it would"
+        " pass refuses it) and settled as a usage row whose model is mcp:<server>__<tool>."
+        " Unpriced tools make no usage row.",
+    )
     restart_backoff_max_seconds: float = Field(
         30.0,
         gt=0,
@@ -102,7 +110,17 @@ class McpServerConfig(BaseModel):
                 f"MCP server {self.name!r}: restart_backoff_max_seconds is shorter than"
                 " restart_backoff_seconds"
             )
+        for tool, price in self.prices.items():
+            if price < 0:
+                raise ValueError(
+                    f"MCP server {self.name!r}: the price of {tool!r} is negative ({price})"
+                )
         return self
+
+    def price_of(self, tool: str) -> int | None:
+        """The micro-dollars one call of the upstream's ``tool`` costs (None: unpriced)."""
+        found = self.prices.get(tool)
+        return self.prices.get("*") if found is None else found
 
     @property
     def secret_refs(self) -> dict[str, SecretRef]:

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import mcp_types as types
 import orjson
 from mcp.server.lowlevel.server import Server
@@ -41,11 +42,19 @@ from starlette.types import Receive, Scope, Send
 from pilothouse import __version__
 from pilothouse.audit import chain
 from pilothouse.context import RequestContext
-from pilothouse.errors import Forbidden, PilothouseError, SecretNotGranted, Unauthenticated
+from pilothouse.errors import (
+    BudgetExceeded,
+    Forbidden,
+    PilothouseError,
+    SecretNotGranted,
+    Unauthenticated,
+)
+from pilothouse.gateway.usage_rows import dollars
 from pilothouse.identity.principal import Principal
 from pilothouse.identity.tokens import KeyKind
 from pilothouse.ids import new_id
 from pilothouse.mcp.config import McpServerConfig
+from pilothouse.mcp.metering import Metered, ToolMeter
 from pilothouse.mcp.pins import PinBook
 from pilothouse.mcp.upstreams import UpstreamError, UpstreamRegistry
 from pilothouse.policy.checks import ActionIn, CheckRequest, ScanRequest
@@ -85,6 +94,7 @@ class McpGateway:
         self._svc = services
         self.registry = registry
         self.pins = pins
+        self._meter = ToolMeter(services)
         self.server: Server[Any] = Server(
             "pilothouse",
             version=__version__,
@@ -213,6 +223,7 @@ class McpGateway:
                 method="tools/call",
                 action="mcp.call",
                 text_of=_tool_text,
+                price=listed.server.price_of(listed.name),
             )
         except _Refused as refused:  # a tool's refusal is its result: the model reads why
             return types.CallToolResult(
@@ -342,11 +353,14 @@ class McpGateway:
         method: str,
         action: str,
         text_of: Callable[[ModelT], str],
+        price: int | None = None,
     ) -> ModelT:
         """One call to an upstream, in the order every MCP method takes: the policy's check,
-        the caller's grants for the upstream's secrets, the call (bounded by its timeout), the
-        answer redacted and scanned, then audited and traced. A deny, an unanswered ask or a
-        missing grant is ``_Refused``; an upstream that fails is an MCP error naming it."""
+        the caller's grants for the upstream's secrets, the reservation of its ``price`` (in
+        micro-dollars, if it has one), the call (bounded by its timeout), the answer redacted
+        and scanned, then audited and traced, and the price settled. A deny, an unanswered
+        ask, a missing grant or a hard budget it would pass is ``_Refused``; an upstream that
+        fails is an MCP error naming it."""
         checker = self._svc.checker
         assert checker is not None
         action_in = ActionIn(tool=name, arguments=arguments)
@@ -369,19 +383,48 @@ class McpGateway:
                 " ask again once it is approved"
             )
         started, started_ns = time.monotonic(), time.time_ns()
+        metered = None if price is None else await self._reserved(ctx, name, arguments, price)
         trace = {"tool": name, "server": server.name, "method": method}
+        status, error = "client_disconnected", None  # unless the call ends otherwise
         try:
             result = await send()
+            status = "ok"
         except UpstreamError as exc:
             # Its last error may quote the server's output: what it was given, say.
-            error = (await checker.redactor()).redact(str(exc))
-            await self._audit(ctx, name, arguments, None, error, started, action)
+            status, error = "upstream_failed", (await checker.redactor()).redact(str(exc))
+            await self._audit(ctx, name, arguments, None, error, started, action, metered)
             self._span(ctx, started_ns, error, **trace)
             raise MCPError(UPSTREAM_ERROR, f"{name}: {error}") from exc
+        finally:
+            if metered is not None:
+                await self._settled(metered, status, error)
         result = await self._screened(ctx, name, result, text_of)
-        await self._audit(ctx, name, arguments, result, None, started, action)
+        await self._audit(ctx, name, arguments, result, None, started, action, metered)
         self._span(ctx, started_ns, None, **trace)
         return result
+
+    async def _reserved(
+        self, ctx: RequestContext, name: str, arguments: Mapping[str, Any], price: int
+    ) -> Metered:
+        """The reservation of a priced call on the caller's budgets; one a hard budget refuses
+        is audited (``denied``) and ``_Refused``; a store that cannot be written refuses."""
+        try:
+            return await self._meter.reserve(ctx.principal, name, price)
+        except BudgetExceeded as exc:
+            started = time.monotonic()
+            await self._audit(ctx, name, arguments, None, exc.message, started, outcome="denied")
+            raise _Refused(f"Pilothouse refused {name}: {exc.message}") from exc
+        except PilothouseError as exc:
+            raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
+
+    async def _settled(self, metered: Metered, status: str, error: str | None) -> None:
+        """Settle a priced call, even as its caller leaves (the upstream had the call); a row
+        that cannot be written leaves the durable reservation to the sweeper, at the price."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._meter.settle(metered, status, error)
+            except PilothouseError as exc:
+                log.error("usage of MCP call %s not recorded: %s", metered.request_id, exc)
 
     @staticmethod
     async def _refused_as_error(forwarding: Awaitable[ModelT]) -> ModelT:
@@ -450,6 +493,8 @@ class McpGateway:
         error: str | None,
         started: float,
         action: str = "mcp.call",
+        metered: Metered | None = None,
+        outcome: str | None = None,
     ) -> None:
         digest = None
         if result is not None:
@@ -464,13 +509,18 @@ class McpGateway:
             "error": error,
             "ms": round((time.monotonic() - started) * 1000),
         }
+        if metered is not None:  # priced: its usage row, and what it cost
+            details["usage_request_id"] = metered.request_id
+            details["cost_usd"] = dollars(metered.cost_picos if error is None else 0)
         checker = self._svc.checker
         assert checker is not None
         principal = ctx.principal
+        if outcome is None:
+            outcome = "failed" if error else "success"
         event = chain.Event(
             actor=chain.Actor(principal.actor_kind, principal.actor_id),
             action=action,
-            outcome="failed" if error else "success",
+            outcome=outcome,
             target_type="session" if principal.session_id else None,
             target_id=principal.session_id,
             request_id=ctx.request_id,
