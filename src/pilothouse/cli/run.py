@@ -104,6 +104,9 @@ def codex_home(base: Path, url: str, wait: float, mcp: bool) -> Path:
         "[mcp_servers.pilothouse]\n"
         f"url = {json.dumps(url + '/mcp')}\n"
         'bearer_token_env_var = "PILOTHOUSE_API_KEY"\n'
+        # Pilothouse checks every call itself (policy, asks a person when a rule says so):
+        # Codex's own prompt would refuse any tool not marked read-only under `codex exec`.
+        'default_tools_approval_mode = "approve"\n'
         if mcp
         else ""
     )

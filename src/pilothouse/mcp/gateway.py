@@ -36,13 +36,18 @@ import orjson
 from mcp.server.lowlevel.server import Server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
-from pydantic import BaseModel
-from starlette.types import Receive, Scope, Send
+from mcp.shared.jsonrpc_dispatcher import handler_exception_to_error_data
+from mcp_types import DEFAULT_NEGOTIATED_VERSION
+from mcp_types import methods as wire
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from pydantic import BaseModel, ValidationError
+from starlette.types import Message, Receive, Scope, Send
 
 from pilothouse import __version__
 from pilothouse.audit import chain
 from pilothouse.context import RequestContext
 from pilothouse.errors import (
+    BodyTooLarge,
     BudgetExceeded,
     Forbidden,
     PilothouseError,
@@ -76,6 +81,7 @@ SCANNED_CHARS = 200_000
 INVALID_PARAMS, INTERNAL_ERROR = -32602, -32603
 UPSTREAM_ERROR = -32000  # the implementation-defined server error range
 REFUSED = -32001  # the policy refused (a prompt, a resource; a tool's refusal is its result)
+FAST_METHODS = frozenset({"tools/list", "tools/call"})  # answered without the SDK's transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,15 +162,86 @@ class McpGateway:
         except PilothouseError as exc:  # the store cannot be read: refused, never waved through
             await _refuse(send, exc, request_id)
             return
+        if scope["method"] == "POST" and _plain_json_rpc(headers):
+            limit = self._svc.settings.max_body_bytes
+            try:
+                body = await _body(receive, limit)
+            except _TooLarge:
+                message = f"the request body is larger than the limit of {limit} bytes"
+                await _refuse(send, BodyTooLarge(message), request_id)
+                return
+            if await self._answered(body, headers, principal, request_id, send):
+                return
+            receive = _replaying(body, receive)
         state = {**scope.get("state", {}), PRINCIPAL_KEY: principal, REQUEST_ID_KEY: request_id}
         await self._manager.handle_request({**scope, "state": state}, receive, send)
+
+    async def _answered(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        principal: Principal,
+        request_id: str,
+        send: Send,
+    ) -> bool:
+        """Answer a ``tools/list`` or ``tools/call`` request here, as the SDK's stateless
+        transport would, without its per-request task, streams and dispatcher (the calls
+        agents make most: about half of what /mcp costs a call). False for anything else,
+        which the SDK answers."""
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            return False
+        method, ident, params = message.get("method"), message.get("id"), message.get("params")
+        if (
+            method not in FAST_METHODS
+            or isinstance(ident, bool)
+            or not isinstance(ident, int | str)
+            or not isinstance(params, dict | None)
+        ):
+            return False
+        version = headers.get("mcp-protocol-version", DEFAULT_NEGOTIATED_VERSION)
+        ctx = RequestContext(principal, request_id, self._svc.clock)
+        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": ident}
+        try:
+            wire.validate_client_request(method, version, params)
+            if method == "tools/list":
+                result: BaseModel = await self._tools_for(ctx)
+            else:
+                called = types.CallToolRequestParams.model_validate(params, by_name=False)
+                result = await self._tool_called(ctx, called)
+            dumped = result.model_dump(by_alias=True, mode="json", exclude_none=True)
+            answer["result"] = wire.serialize_server_result(method, version, dumped)
+        except (MCPError, ValidationError) as exc:  # as the SDK's dispatcher words them
+            error = handler_exception_to_error_data(exc)
+            assert error is not None
+            answer["error"] = error.model_dump(by_alias=True, mode="json", exclude_none=True)
+        except Exception:  # a fault of ours: logged, and nothing of it on the wire
+            log.exception("MCP %s failed", method)
+            answer["error"] = {"code": INTERNAL_ERROR, "message": "Internal server error"}
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": orjson.dumps(answer)})
+        return True
 
     # --- tools ----------------------------------------------------------------------------
 
     async def _list_tools(
         self, ctx: Any, params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        request = _context(ctx, self._svc)
+        return await self._tools_for(_context(ctx, self._svc))
+
+    async def _tools_for(self, request: RequestContext) -> types.ListToolsResult:
+        """``tools/list``: the caller's tools."""
         listed = await self._visible(request)
         tools = [item.tool.model_copy(update={"name": name}) for name, item in listed.items()]
         return types.ListToolsResult(tools=tools)
@@ -207,7 +284,12 @@ class McpGateway:
     async def _call_tool(
         self, ctx: Any, params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        request = _context(ctx, self._svc)
+        return await self._tool_called(_context(ctx, self._svc), params)
+
+    async def _tool_called(
+        self, request: RequestContext, params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        """``tools/call``: through every step of ``_forwarded``."""
         arguments = await self._redacted(params.arguments or {})
         listed = (await self._visible(request)).get(params.name)
         if listed is None:
@@ -546,6 +628,54 @@ class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def _plain_json_rpc(headers: Mapping[str, str]) -> bool:
+    """A POST the fast path may answer: JSON in, JSON accepted, a protocol revision of the
+    initialize handshake (or none, which means the oldest). The rest (a newer revision, an
+    SSE-only client) is the SDK's."""
+    version = headers.get("mcp-protocol-version")
+    if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+        return False
+    if not headers.get("content-type", "").lower().startswith("application/json"):
+        return False
+    accepted = [t.split(";")[0].strip().lower() for t in headers.get("accept", "").split(",")]
+    return any(t in ("application/json", "application/*", "*/*") for t in accepted)
+
+
+class _TooLarge(Exception):
+    """A request body longer than ``max_body_bytes``."""
+
+
+async def _body(receive: Receive, limit: int) -> bytes:
+    """The request's body (at most ``limit`` bytes, or ``_TooLarge``)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client left: the SDK sees the same
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with the body already read given again first."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if given:
+            return await receive()
+        given = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def _tool_text(result: types.CallToolResult) -> str:
