@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -137,11 +137,15 @@ def build_http_server() -> MCPServer:
 
 
 @contextmanager
-def http_server(transport: str, port: int = 0) -> Iterator[str]:
+def http_server(
+    transport: str, port: int = 0, wrap: Callable[[Any], Any] | None = None
+) -> Iterator[str]:
     """Serve :func:`build_http_server` on loopback (a free port unless ``port`` is given) until
-    the block ends: the endpoint's URL."""
+    the block ends: the endpoint's URL. ``wrap`` wraps its ASGI app."""
     server = build_http_server()
     app: Any = server.streamable_http_app() if transport == "http" else server.sse_app()
+    if wrap is not None:
+        app = wrap(app)
     path = "/mcp" if transport == "http" else "/sse"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # to serve a port again

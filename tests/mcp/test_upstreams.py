@@ -20,6 +20,7 @@ import mcp_types as types
 import pytest
 from pydantic import ValidationError
 
+from pilothouse.gateway.providers.pool import HttpClient
 from pilothouse.mcp.config import McpServerConfig
 from pilothouse.mcp.upstreams import Upstream, UpstreamError, UpstreamRegistry
 from pilothouse.secrets.refs import SecretRef
@@ -51,8 +52,9 @@ class Vault:
 
 @asynccontextmanager
 async def running(config: McpServerConfig, vault: Vault | None = None) -> AsyncIterator[Upstream]:
-    """A started upstream, stopped when the block ends."""
-    upstream = Upstream(config, vault or Vault())
+    """A started upstream (an http server's tool calls as plain POSTs, as in a registry),
+    stopped when the block ends."""
+    upstream = Upstream(config, vault or Vault(), HttpClient())
     await upstream.start()
     try:
         yield upstream
@@ -330,7 +332,7 @@ async def test_an_http_upstream_whose_server_went_away_reconnects_when_it_is_bac
                 restart_backoff_seconds=0.1,
                 restart_backoff_max_seconds=0.5,
             )
-            upstream = Upstream(config, Vault())
+            upstream = Upstream(config, Vault(), HttpClient())
             await upstream.start()
             before = await upstream.call_tool("echo", {"text": "before"})
         with pytest.raises(UpstreamError) as caught:

@@ -84,6 +84,10 @@ REFUSED = -32001  # the policy refused (a prompt, a resource; a tool's refusal i
 FAST_METHODS = frozenset({"tools/list", "tools/call"})  # answered without the SDK's transport
 
 
+Served = tuple[dict[str, list[types.Tool]], dict[str, dict[str, types.Tool]]]
+"""Every ready upstream's tools, by server: as listed, and by name."""
+
+
 @dataclass(frozen=True, slots=True)
 class Listed:
     """A tool as the caller sees it: its server, its upstream name, its definition."""
@@ -117,7 +121,7 @@ class McpGateway:
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listed: tuple[float, dict[str, list[types.Tool]]] | None = None
+        self._listed: tuple[float, Served] | None = None
         self._listing = asyncio.Lock()
         self._catalog: dict[str, tuple[float, dict[str, list[Any]]]] = {}
 
@@ -250,7 +254,7 @@ class McpGateway:
         """The tools ``ctx``'s principal may see, by their names here."""
         subject, active = await self._policy_of(ctx)
         visible: dict[str, Listed] = {}
-        for server, served in (await self._served()).items():
+        for server, served in (await self._served())[0].items():
             config = self.registry.get(server).config
             for tool in await self.pins.allowed(server, served):
                 name = f"{server}{SEPARATOR}{tool.name}"
@@ -258,6 +262,21 @@ class McpGateway:
                 if decision.decision is not Verdict.DENY:
                     visible[name] = Listed(config, tool.name, tool)
         return visible
+
+    async def _callable(self, ctx: RequestContext, name: str) -> Listed | None:
+        """The tool ``name`` (``server__tool``) if ``ctx``'s principal may see it: what
+        ``_visible`` would hold under that name, worked out for the one tool."""
+        server, separator, tool_name = name.partition(SEPARATOR)
+        if not separator:
+            return None
+        tool = (await self._served())[1].get(server, {}).get(tool_name)
+        if tool is None or not await self.pins.allowed(server, [tool]):
+            return None
+        subject, active = await self._policy_of(ctx)
+        decision = active.policy.decide(subject, Action(Channel.MCP, tool=name))
+        if decision.decision is Verdict.DENY:
+            return None
+        return Listed(self.registry.get(server).config, tool.name, tool)
 
     async def _policy_of(self, ctx: RequestContext) -> tuple[Subject, Active]:
         """Who calls, as rules see them, and the organization's policy (fail closed: neither
@@ -270,15 +289,18 @@ class McpGateway:
         except PilothouseError as exc:
             raise MCPError(INTERNAL_ERROR, f"{exc.code}: {exc.message}") from exc
 
-    async def _served(self) -> dict[str, list[types.Tool]]:
-        """Every ready upstream's tools, asked again after ``mcp_list_cache_seconds``."""
+    async def _served(self) -> Served:
+        """Every ready upstream's tools (also by server and name), asked again after
+        ``mcp_list_cache_seconds``."""
         ttl = self._svc.settings.mcp_list_cache_seconds
         listed = self._listed
         if listed is None or time.monotonic() - listed[0] >= ttl:
             async with self._listing:  # one listing for the calls that find it stale together
                 listed = self._listed
                 if listed is None or time.monotonic() - listed[0] >= ttl:
-                    listed = self._listed = (time.monotonic(), await self.registry.tools())
+                    tools = await self.registry.tools()
+                    named = {server: {t.name: t for t in ts} for server, ts in tools.items()}
+                    listed = self._listed = (time.monotonic(), (tools, named))
         return listed[1]
 
     async def _call_tool(
@@ -291,7 +313,7 @@ class McpGateway:
     ) -> types.CallToolResult:
         """``tools/call``: through every step of ``_forwarded``."""
         arguments = await self._redacted(params.arguments or {})
-        listed = (await self._visible(request)).get(params.name)
+        listed = await self._callable(request, params.name)
         if listed is None:
             raise MCPError(INVALID_PARAMS, f"no tool {params.name!r} is available to this caller")
         upstream = self.registry.get(listed.server.name)

@@ -60,7 +60,11 @@ from pydantic import ValidationError
 
 from pilothouse import __version__
 from pilothouse.errors import PilothouseError
+from pilothouse.gateway.providers.base import UpstreamError as PoolError
+from pilothouse.gateway.providers.base import UpstreamTimeout as PoolTimeout
+from pilothouse.gateway.providers.pool import HttpClient, Timeouts
 from pilothouse.mcp.config import McpServerConfig
+from pilothouse.mcp.direct import DirectFailed, DirectPost, DirectRejected, Negotiated
 from pilothouse.mcp.processes import child_on_pipe, kill_group
 from pilothouse.secrets.refs import SecretRef
 
@@ -138,6 +142,7 @@ class _Link:
         self.pipe: int | None = None  # the inode of the stderr pipe, to recognise the process
         self.stderr_last: str | None = None
         self.scope: anyio.CancelScope | None = None
+        self.direct: DirectPost | None = None  # http: tools/call as a plain POST (direct.py)
         self.kind: ErrorKind | Literal["stopped"] | None = None
         self.reason: str | None = None
         self.ended = asyncio.Event()
@@ -210,10 +215,13 @@ class _Watched:
 class Upstream:
     """One configured MCP server, kept connected by a supervisor task."""
 
-    def __init__(self, config: McpServerConfig, credentials: Credentials) -> None:
+    def __init__(
+        self, config: McpServerConfig, credentials: Credentials, pool: HttpClient | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
         self._credentials = credentials
+        self._pool = pool  # with one, an http server's tools/call skips the SDK's session
         self._log = logging.getLogger(f"pilothouse.mcp.upstream.{config.name}")
         self._state: State = "stopped"
         self._restarts = 0
@@ -296,9 +304,51 @@ class Upstream:
         self, name: str, arguments: Mapping[str, Any] | None = None
     ) -> types.CallToolResult:
         """Call a tool; a tool's own failure comes back as a result with ``isError`` set."""
+        what = f"tools/call {name!r}"
+        link = self._live
+        if link is not None and link.direct is not None and link.direct.ready_for(name):
+            params = {"name": name, "arguments": dict(arguments or {})}
+            return await self._posted(link, link.direct, what, params)
         return await self._request(
-            f"tools/call {name!r}", lambda client: client.call_tool(name, dict(arguments or {}))
+            what, lambda client: client.call_tool(name, dict(arguments or {}))
         )
+
+    async def _posted(
+        self, link: _Link, direct: DirectPost, what: str, params: dict[str, Any]
+    ) -> types.CallToolResult:
+        """``tools/call`` as one POST (``direct.py``), its failures mapped as ``_request``
+        maps the session's."""
+        timeout = self.config.timeout_seconds
+        timeouts = Timeouts(self.config.connect_timeout_seconds, timeout, timeout)
+        try:
+            with anyio.fail_after(timeout):
+                result = await direct.request("tools/call", params, timeouts)
+        except (TimeoutError, PoolTimeout):
+            message = f"no answer to {what} within {timeout:g} s"
+            raise UpstreamError(self.name, "timeout", message) from None
+        except PoolError as exc:  # refused, reset, cut off: the session's transport is too
+            link.end("unavailable", f"the connection failed: {exc}")
+            raise UpstreamError(
+                self.name, "unavailable", f"{what}: the connection failed: {exc}; reconnecting"
+            ) from exc
+        except DirectRejected as exc:
+            raise self._answered_with_error(link, what, MCPError(exc.code, exc.message)) from exc
+        except DirectFailed as exc:
+            if exc.status == 404 and direct.negotiated.session_id is not None:
+                link.end("unavailable", "the server no longer knows our session")
+                raise UpstreamError(
+                    self.name, "unavailable", f"{what}: the server lost the session; reconnecting"
+                ) from exc
+            if exc.status:  # an HTTP error: credentials refused, the server failing
+                message = f"{what}: the server answered {exc}"
+                raise UpstreamError(self.name, "unavailable", message) from exc
+            message = f"the answer to {what} is not what MCP specifies: {exc}"
+            raise UpstreamError(self.name, "protocol", message) from exc
+        try:
+            return types.CallToolResult.model_validate(result)
+        except ValidationError as exc:
+            message = f"the answer to {what} is not what MCP specifies: {_one_line(exc)}"
+            raise UpstreamError(self.name, "protocol", message) from exc
 
     async def list_resources(self) -> list[types.Resource]:
         """Every resource the server lists (all pages)."""
@@ -583,10 +633,17 @@ class Upstream:
         assert config.url is not None
         read_seconds = max(STREAM_READ_SECONDS, config.timeout_seconds)
         timeout = httpx2.Timeout(config.connect_timeout_seconds, read=read_seconds)
+        negotiated = Negotiated()  # what the session's requests and answers say it agreed
+        hooks: dict[str, list[Callable[..., Any]]] = {
+            "request": [negotiated.saw_request],
+            "response": [negotiated.saw_response],
+        }
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+            httpx2.AsyncClient(headers=headers, timeout=timeout, event_hooks=hooks) as http,
             streamable_http_client(config.url, http_client=http) as (read, write),
         ):
+            if self._pool is not None:
+                link.direct = DirectPost(self._pool, config.url, headers, negotiated)
             yield _Watched(read, link, "the server closed the connection"), write
 
     @asynccontextmanager
@@ -610,7 +667,10 @@ class UpstreamRegistry:
         repeated = sorted({name for name in names if names.count(name) > 1})
         if repeated:
             raise ValueError(f"MCP server names must be unique; repeated: {', '.join(repeated)}")
-        self._upstreams = {config.name: Upstream(config, credentials) for config in configs}
+        self._pool = HttpClient()  # the plain POSTs of every http server's tool calls
+        self._upstreams = {
+            config.name: Upstream(config, credentials, self._pool) for config in configs
+        }
 
     async def start(self) -> None:
         """Start every upstream at once; one that cannot connect is retried in the background."""
@@ -623,6 +683,7 @@ class UpstreamRegistry:
         async with anyio.create_task_group() as tg:
             for upstream in self._upstreams.values():
                 tg.start_soon(upstream.stop)
+        await self._pool.aclose()
 
     async def __aenter__(self) -> Self:
         await self.start()
