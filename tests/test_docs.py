@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,8 @@ def test_the_readme_starts_with_the_run_and_test_commands() -> None:
 
 def _yaml_blocks(relative: str) -> list[str]:
     text = (ROOT / relative).read_text()
-    return [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+    # A block inside a list item is indented like the item: read it as written at its margin.
+    return [textwrap.dedent(block.split("```", 1)[0]) for block in text.split("```yaml\n")[1:]]
 
 
 def test_the_routing_example_in_the_configuration_docs_loads(tmp_path: Path) -> None:
@@ -52,6 +54,7 @@ def test_the_routing_example_in_the_configuration_docs_loads(tmp_path: Path) -> 
         ("docs/secrets.md", "models:"),
         ("docs/mcp.md", "mcp_servers:"),
         ("docs/secrets.md", "vault:"),
+        ("docs/dashboard.md", "oidc:"),
     ],
 )
 def test_the_configuration_examples_of_the_secrets_and_mcp_docs_load(
@@ -60,7 +63,8 @@ def test_the_configuration_examples_of_the_secrets_and_mcp_docs_load(
     blocks = [b for b in _yaml_blocks(doc) if b.startswith(key)]
     config = tmp_path / "pilothouse.yaml"
     config.write_text(blocks[0])
-    loaded = load_settings(config, environ={"VAULT_TOKEN": "hvs.example"})
+    environ = {"VAULT_TOKEN": "hvs.example", "OIDC_CLIENT_SECRET": "client-secret"}
+    loaded = load_settings(config, environ=environ)
     if key == "mcp_servers:":  # the priced tools' example
         (priced,) = blocks[1:]
         config.write_text(priced)
@@ -73,6 +77,10 @@ def test_the_configuration_examples_of_the_secrets_and_mcp_docs_load(
     elif key == "mcp_servers:":
         assert [s.name for s in loaded.mcp_servers] == ["time", "github", "tickets"]
         assert loaded.mcp_servers[1].secret_refs["env:GITHUB_PERSONAL_ACCESS_TOKEN"]
+    elif key == "oidc:":
+        assert loaded.oidc is not None and loaded.oidc.client_secret is not None
+        assert loaded.oidc.client_secret.get_secret_value() == "client-secret"
+        assert loaded.oidc.create_role is not None and loaded.oidc.create_role.value == "member"
     else:
         assert loaded.vault is not None and loaded.vault.token.get_secret_value() == "hvs.example"
 

@@ -98,15 +98,28 @@ def test_demo_seeds_a_living_organization_once(tmp_path: Path) -> None:
                     "/api/v1/sessions", params={"status": "ended"}, headers=bearer(token)
                 )
                 result["ended"] = len(ended.json()["data"])
+                spend = (await c.get("/api/v1/spend", headers=bearer(token))).json()
+                result["calls"] = spend["totals"]["calls"]
+                waiting = await c.get(
+                    "/api/v1/approvals", params={"status": "pending"}, headers=bearer(token)
+                )
+                result["waiting"] = len(waiting.json()["data"])
+                budgets = (await c.get("/api/v1/budgets", headers=bearer(token))).json()
+                burns.extend(float(b["current"]["used_percent"]) for b in budgets["data"])
                 return result
         finally:
             await svc.close()
 
+    burns: list[float] = []
     seeded = asyncio.run(counts())
     assert seeded["teams"] == 3
     assert seeded["users"] == 7
     assert seeded["sessions"] == 5
     assert 0 < seeded["ended"] < seeded["sessions"]
+    # The dashboard has something to show: calls, approvals waiting, budgets burning.
+    assert seeded["calls"] > 10 and seeded["waiting"] == 2
+    burns.sort()
+    assert len(burns) == 3 and burns[0] < 50 and 80 <= burns[1] < 100 and burns[2] >= 100
 
 
 def test_the_demo_command_serves_the_seeded_store(tmp_path: Path) -> None:
@@ -114,3 +127,11 @@ def test_the_demo_command_serves_the_seeded_store(tmp_path: Path) -> None:
         key = KEY_RE.findall(log.read_text())[0]
         sessions = httpx.get(f"{url}/api/v1/sessions", headers=bearer(key)).json()
         assert len(sessions["data"]) == 5
+        assert "pilothouse-demo" in log.read_text()  # the dashboard's password, printed
+        with httpx.Client(base_url=url, headers={"accept": "text/html"}) as browser:
+            form = browser.get("/login").text
+            csrf = form.split('name="csrf" value="')[1].split('"')[0]
+            body = {"csrf": csrf, "email": "owner@localhost", "password": "pilothouse-demo"}
+            assert browser.post("/login", data=body).status_code == 303
+            overview = browser.get("/")
+        assert overview.status_code == 200 and "Approvals waiting" in overview.text

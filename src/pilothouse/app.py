@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pilothouse import __version__
@@ -29,6 +30,7 @@ from pilothouse.secrets.routes import router as secrets_router
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
 from pilothouse.store import migrate
+from pilothouse.web.routes import router as web_router
 
 MCP_PATHS = ("/mcp", "/mcp/")
 
@@ -97,6 +99,10 @@ def build_app(
     app.include_router(policy_router)
     app.include_router(secrets_router)
     app.include_router(mcp_router)
+    # The dashboard: its pages at / (which still answers a client's probe of its base URL:
+    # Claude Code sends HEAD there), its stylesheet and script under /static.
+    app.include_router(web_router)
+    app.mount("/static", StaticFiles(packages=[("pilothouse.web", "static")]), name="static")
     _health_routes(app)
     _metrics_route(app)
     assert svc.gateway is not None
@@ -106,11 +112,6 @@ def build_app(
 
 
 def _health_routes(app: FastAPI) -> None:
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def root() -> dict[str, Any]:
-        """What answers a client's probe of its base URL (Claude Code sends HEAD here)."""
-        return {"service": "pilothouse", "version": __version__}
-
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> dict[str, Any]:
         """The process is up."""

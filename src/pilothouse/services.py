@@ -52,6 +52,9 @@ from pilothouse.store import migrate
 from pilothouse.store.engine import Store
 from pilothouse.store.notify import Invalidations
 from pilothouse.telemetry import Telemetry
+from pilothouse.web.auth import WebAuth
+from pilothouse.web.oidc import Oidc
+from pilothouse.web.passwords import set_owner_password
 
 if TYPE_CHECKING:
     from pilothouse.mcp.gateway import McpGateway
@@ -80,6 +83,8 @@ class Services:
     secrets: SecretBook | None = None
     mcp: McpGateway | None = None
     pins: PinBook | None = None
+    web: WebAuth | None = None
+    oidc: Oidc | None = None
     root_org_id: str = ""
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -101,6 +106,11 @@ class Services:
                 ),
             )
         self.root_org_id = self.bootstrap_result.org_id
+        given = self.settings.admin_password
+        if self.bootstrap_result.created and given is not None:  # the first owner's password
+            await set_owner_password(
+                self.store, self.root_org_id, given.get_secret_value(), self.clock.now()
+            )
         await self.invalidations.start()
         if self.secrets is not None:
             await self.secrets.start()
@@ -299,6 +309,8 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     )
     services.checker.secrets = services.secrets
     services.checker.detector = CredentialDetector()
+    services.web = WebAuth(store, the_clock, settings.web_session_hours)
+    services.oidc = Oidc(settings.oidc) if settings.oidc is not None else None
     services.pins = PinBook(
         store,
         invalidations,

@@ -22,6 +22,7 @@ from pilothouse.errors import ConfigError
 from pilothouse.gateway.config import GatewayConfig, ModelConfig, demo_models
 from pilothouse.mcp.config import McpServerConfig
 from pilothouse.secrets.backends import VaultConfig
+from pilothouse.web.config import OidcConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7450
@@ -44,6 +45,23 @@ class Settings(BaseModel):
     )
     admin_key: SecretStr | None = Field(
         None, description="Owner key to install on first start instead of generating one."
+    )
+    admin_password: SecretStr | None = Field(
+        None,
+        min_length=12,
+        description="Dashboard password of the first owner (owner@localhost), set on first"
+        " start; later, `pilothouse users set-password`. At least 12 characters.",
+    )
+    oidc: OidcConfig | None = Field(
+        None,
+        description="Single sign-on to the dashboard with an OpenID Connect issuer (YAML:"
+        " issuer, client_id, client_secret, scopes, organization, create_role, label).",
+    )
+    web_session_hours: float = Field(
+        12.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a dashboard sign-in lasts before the person signs in again.",
     )
     max_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."

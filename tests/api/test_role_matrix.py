@@ -41,6 +41,7 @@ CALLERS = (
 HUMANS = CALLERS[:6]
 SERVICE_SCOPES = ["sessions:write", "sessions:declare"]
 ERROR_CODES = {401: "missing_credentials", 403: "forbidden", 404: "not_found"}
+NEW_PASSWORD = "a long enough password"
 
 # Every admin route (and variant) x every caller. own..mem are users of the root organization
 # with that role, ses a session key, svc a service key with sessions:write and
@@ -62,6 +63,8 @@ GET    /api/v1/users                             -        200 200 200 200 200 20
 POST   /api/v1/users                             -        201 201 403 403 403 403 403 403 401
 GET    /api/v1/users/{user_id}                   -        200 200 200 200 200 200 403 403 401
 PATCH  /api/v1/users/{user_id}                   -        200 200 403 403 403 403 403 403 401
+POST   /api/v1/users/{user_id}/password          own      204 204 204 204 204 204 403 403 401
+POST   /api/v1/users/{user_id}/password          other    204 204 403 403 403 403 403 403 401
 GET    /api/v1/keys                              -        200 200 200 200 200 200 403 403 401
 POST   /api/v1/keys                              own      201 201 201 201 201 201 403 403 401
 POST   /api/v1/keys                              other    201 201 403 403 403 403 403 403 401
@@ -73,7 +76,10 @@ POST   /api/v1/keys/{key_id}/revoke              other    200 200 200 404 403 40
 GET    /api/v1/sessions                          -        200 200 200 200 200 200 403 403 401
 POST   /api/v1/sessions                          own      201 201 403 403 403 201 403 201 401
 POST   /api/v1/sessions                          other    201 201 403 403 403 403 403 201 401
-GET    /api/v1/sessions/{session_id}             -        200 200 200 200 200 200 403 403 401
+GET    /api/v1/sessions/{session_id}             -        200 200 200 200 200 404 403 403 401
+GET    /api/v1/sessions/{session_id}             own      200 200 200 200 200 200 403 403 401
+GET    /api/v1/sessions/{session_id}/timeline    -        200 200 200 200 200 404 403 403 401
+GET    /api/v1/sessions/{session_id}/timeline    own      200 200 200 200 200 200 403 403 401
 POST   /api/v1/sessions/{session_id}/end         own      200 200 403 403 403 200 403 200 401
 POST   /api/v1/sessions/{session_id}/end         other    200 200 403 403 403 403 403 403 401
 POST   /api/v1/sessions/{session_id}/revoke-key  own      200 200 403 403 403 200 403 200 401
@@ -128,12 +134,14 @@ POST   /api/v1/teams/{team_id}/members           user    owner admin
 DELETE /api/v1/teams/{team_id}/members/{user_id} -       owner admin
 GET    /api/v1/users/{user_id}                   -       owner admin security finance auditor member
 PATCH  /api/v1/users/{user_id}                   -       owner admin
+POST   /api/v1/users/{user_id}/password          -       owner admin security finance auditor member
 POST   /api/v1/keys                              user    owner admin
 GET    /api/v1/keys/{key_id}                     -       owner admin security finance auditor member
 POST   /api/v1/keys/{key_id}/revoke              -       owner admin security finance auditor member
 POST   /api/v1/sessions                          team    owner admin member service
 POST   /api/v1/sessions                          user    owner admin service
 GET    /api/v1/sessions/{session_id}             -       owner admin security finance auditor member
+GET    /api/v1/sessions/{session_id}/timeline    -       owner admin security finance auditor member
 POST   /api/v1/sessions/{session_id}/end         -       owner admin member service
 POST   /api/v1/sessions/{session_id}/revoke-key  -       owner admin member service
 GET    /api/v1/budgets/{budget_id}               -       owner admin finance auditor
@@ -406,6 +414,15 @@ async def _update_user(w: World, caller: str) -> Call:
     return Call(f"/api/v1/users/{await fresh_user(w.root)}", {"name": "Renamed"})
 
 
+async def _set_own_password(w: World, caller: str) -> Call:
+    target = w.user_ids.get(caller, w.bystander_id)  # a key with no person: someone's
+    return Call(f"/api/v1/users/{target}/password", {"password": NEW_PASSWORD})
+
+
+async def _set_other_password(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/users/{await fresh_user(w.root)}/password", {"password": NEW_PASSWORD})
+
+
 async def _create_own_key(w: World, caller: str) -> Call:
     return Call("/api/v1/keys", {"name": "my laptop"})
 
@@ -452,6 +469,18 @@ async def _create_session_for_other(w: World, caller: str) -> Call:
 
 async def _read_session(w: World, caller: str) -> Call:
     return Call(f"/api/v1/sessions/{w.session_id}")
+
+
+async def _read_own_session(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/sessions/{await _own_session(w, caller)}")
+
+
+async def _read_timeline(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/sessions/{w.session_id}/timeline")
+
+
+async def _read_own_timeline(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/sessions/{await _own_session(w, caller)}/timeline")
 
 
 async def _own_session(w: World, caller: str) -> str:
@@ -622,6 +651,8 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("POST", "/api/v1/users", "-"): _create_user,
     ("GET", "/api/v1/users/{user_id}", "-"): _read_user,
     ("PATCH", "/api/v1/users/{user_id}", "-"): _update_user,
+    ("POST", "/api/v1/users/{user_id}/password", "own"): _set_own_password,
+    ("POST", "/api/v1/users/{user_id}/password", "other"): _set_other_password,
     ("GET", "/api/v1/keys", "-"): _fixed("/api/v1/keys"),
     ("POST", "/api/v1/keys", "own"): _create_own_key,
     ("POST", "/api/v1/keys", "other"): _create_key_for_other,
@@ -634,6 +665,9 @@ ARRANGE: dict[tuple[str, str, str], Arrange] = {
     ("POST", "/api/v1/sessions", "own"): _create_own_session,
     ("POST", "/api/v1/sessions", "other"): _create_session_for_other,
     ("GET", "/api/v1/sessions/{session_id}", "-"): _read_session,
+    ("GET", "/api/v1/sessions/{session_id}", "own"): _read_own_session,
+    ("GET", "/api/v1/sessions/{session_id}/timeline", "-"): _read_timeline,
+    ("GET", "/api/v1/sessions/{session_id}/timeline", "own"): _read_own_timeline,
     ("POST", "/api/v1/sessions/{session_id}/end", "own"): _end_own_session,
     ("POST", "/api/v1/sessions/{session_id}/end", "other"): _end_other_session,
     ("POST", "/api/v1/sessions/{session_id}/revoke-key", "own"): _revoke_own_session_key,
@@ -738,6 +772,14 @@ async def _foreign_session(w: World, caller: str) -> Call:
     return Call(f"/api/v1/sessions/{w.foreign.session_id}")
 
 
+async def _foreign_timeline(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/sessions/{w.foreign.session_id}/timeline")
+
+
+async def _set_foreign_password(w: World, caller: str) -> Call:
+    return Call(f"/api/v1/users/{w.foreign.user_id}/password", {"password": NEW_PASSWORD})
+
+
 async def _end_foreign_session(w: World, caller: str) -> Call:
     session_id = await fresh_session(w.foreign.api, w.foreign.user_id)
     return Call(f"/api/v1/sessions/{session_id}/end", {"outcome": "cancelled"})
@@ -823,12 +865,14 @@ ARRANGE_CROSS_ORG: dict[tuple[str, str, str], Arrange] = {
     ("DELETE", "/api/v1/teams/{team_id}/members/{user_id}", "-"): _remove_foreign_member,
     ("GET", "/api/v1/users/{user_id}", "-"): _foreign_user,
     ("PATCH", "/api/v1/users/{user_id}", "-"): _update_foreign_user,
+    ("POST", "/api/v1/users/{user_id}/password", "-"): _set_foreign_password,
     ("POST", "/api/v1/keys", "user"): _create_key_for_foreign_user,
     ("GET", "/api/v1/keys/{key_id}", "-"): _foreign_key,
     ("POST", "/api/v1/keys/{key_id}/revoke", "-"): _revoke_foreign_key,
     ("POST", "/api/v1/sessions", "team"): _create_session_in_foreign_team,
     ("POST", "/api/v1/sessions", "user"): _create_session_for_foreign_user,
     ("GET", "/api/v1/sessions/{session_id}", "-"): _foreign_session,
+    ("GET", "/api/v1/sessions/{session_id}/timeline", "-"): _foreign_timeline,
     ("POST", "/api/v1/sessions/{session_id}/end", "-"): _end_foreign_session,
     ("POST", "/api/v1/sessions/{session_id}/revoke-key", "-"): _revoke_foreign_session_key,
     ("GET", "/api/v1/budgets/{budget_id}", "-"): _foreign_budget,

@@ -73,7 +73,7 @@ def validation_error(exc: RequestValidationError) -> PilothouseError:
     return ValidationFailed(f"invalid request: {summary}", errors=described)
 
 
-async def _audit_denied(request: Request, exc: Forbidden) -> None:
+async def audit_denied(request: Request, exc: Forbidden) -> None:
     """Record a refused authorization, wherever in the request it was decided."""
     services = request.app.state.services
     principal = request.state.principal
@@ -104,7 +104,7 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: PilothouseError) -> JSONResponse:
         if isinstance(exc, Forbidden) and getattr(request.state, "principal", None) is not None:
             try:
-                await _audit_denied(request, exc)
+                await audit_denied(request, exc)
             except PilothouseError as audit_exc:
                 # The refusal could not be recorded: answer with that (fail closed).
                 return error_response(audit_exc, request_id_of(request))

@@ -36,6 +36,7 @@ def _utc(value: datetime) -> datetime:
 
 
 Text = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_no_nul)]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul)]
 Document = Annotated[str, StringConstraints(max_length=1_000_000), AfterValidator(_no_nul)]
 """A whole document in a body (a policy's YAML)."""
 Content = Annotated[str, StringConstraints(max_length=2_000_000), AfterValidator(_no_nul)]

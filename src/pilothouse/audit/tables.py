@@ -25,6 +25,8 @@ audit_events = Table(
     Column("hash", String(64), nullable=False),
     Index("uq_audit_events_org_seq", "org_id", "seq", unique=True),
     Index("ix_audit_events_org_action", "org_id", "action"),
+    # A session's (or any object's) events: its timeline, and the API's target_id filter.
+    Index("ix_audit_events_org_target", "org_id", "target_id"),
 )
 
 audit_heads = Table(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.panel import Panel
 
@@ -48,6 +50,17 @@ def run_server(settings: Settings, *, banner: str) -> None:
             err.print("First start: an owner key was created. It is shown [bold]once[/bold]:")
             err.print(f"  [bold green]{result.owner_token}[/bold green]", soft_wrap=True)
             err.print(f"  export PILOTHOUSE_URL={url} PILOTHOUSE_API_KEY=<the key above>")
+        if result is not None and result.created and settings.admin_password is None:
+            # No admin_password: the first owner's is made now, and shown once.
+            from pilothouse.web.passwords import set_owner_password
+
+            password = secrets.token_urlsafe(12)
+            await set_owner_password(services.store, result.org_id, password, services.clock.now())
+            err.print(
+                f"The dashboard: {url}/ signs in owner@localhost with the password"
+                f" [bold green]{password}[/bold green] (shown once; change it with"
+                " `pilothouse users set-password`)."
+            )
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
@@ -93,6 +106,9 @@ def serve(
     run_server(_settings(config, host, port, data_dir), banner="Pilothouse is serving")
 
 
+DEMO_PASSWORD = "pilothouse-demo"  # a demo's, printed every start: never a real install's
+
+
 def demo(
     host: HostOpt = None,
     port: PortOpt = None,
@@ -103,9 +119,15 @@ def demo(
     """Run Pilothouse on a demo store seeded with teams, users and sessions."""
     from pilothouse.demo import seed_demo
 
-    settings = _settings(None, host, port, data_dir).model_copy(update={"database_url": None})
+    settings = _settings(None, host, port, data_dir).model_copy(
+        update={"database_url": None, "admin_password": SecretStr(DEMO_PASSWORD)}
+    )
     token = seed_demo(settings)
     err.print(
         f"Demo owner key (kept in {data_dir}/demo-owner-key): [bold green]{token}[/bold green]"
+    )
+    err.print(
+        f"Dashboard: sign in as owner@localhost with the password [bold green]{DEMO_PASSWORD}"
+        "[/bold green]"
     )
     run_server(settings, banner="Pilothouse demo is serving")

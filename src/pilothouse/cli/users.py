@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -126,3 +127,24 @@ def update(
     with connect(url, key) as api:
         user = api.patch(route("users", user_id), body)
     emit_record(user, json_out, user_fields, title="User updated")
+
+
+@app.command("set-password")
+def set_password(
+    user_id: UserId,
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input.")
+    ] = False,
+    url: UrlOption = None,
+    key: KeyOption = None,
+) -> None:
+    """Set the password a person signs in to the dashboard with (at least 12 characters): your
+    own, or another's with users:write. Asked for twice, hidden, unless --stdin; never an
+    argument. Their signed-in dashboard sessions end."""
+    if stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+    with connect(url, key) as api:
+        api.post(route("users", user_id, "password"), {"password": password})
+    typer.echo(f"password set for {user_id}")

@@ -5,15 +5,25 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pilothouse.api.deps import ERROR_RESPONSES, context_of, require, services_of
-from pilothouse.api.types import Limit, Moment, ObjectId, Page, Repository, ShortText
+from pilothouse.api.types import (
+    Body,
+    Limit,
+    Moment,
+    ObjectId,
+    Page,
+    Password,
+    Repository,
+    ShortText,
+)
 from pilothouse.context import RequestContext
-from pilothouse.identity import apikeys, orgs, sessions, teams, users
+from pilothouse.identity import apikeys, orgs, sessions, teams, timeline, users
 from pilothouse.identity.roles import Permission, Role
 from pilothouse.identity.tokens import KeyKind
 from pilothouse.services import Services
+from pilothouse.web import passwords
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -188,6 +198,30 @@ async def update_user(
     return await users.update_user(svc.store, svc.invalidations, ctx, user_id, body)
 
 
+class PasswordSet(Body):
+    """A new dashboard password."""
+
+    password: Password = Field(description="At least 12 characters.")
+
+
+@router.post(
+    "/users/{user_id}/password",
+    tags=["users"],
+    status_code=204,
+    summary="Set a user's dashboard password",
+)
+async def set_password(
+    user_id: ObjectId,
+    body: PasswordSet,
+    svc: Svc,
+    ctx: RequestContext = require(Permission.USERS_READ),
+) -> None:
+    """Set the password a person signs in to the dashboard with: your own, or (with
+    users:write) another's; an owner's only by an owner. Ends their signed-in sessions.
+    Audited without the password."""
+    await passwords.change_password(svc.store, ctx, user_id, body.password)
+
+
 # --- keys ------------------------------------------------------------------------------------
 
 
@@ -291,6 +325,19 @@ async def get_session(
 ) -> sessions.SessionView:
     """One session."""
     return await sessions.read_session(svc.store, ctx, session_id)
+
+
+@router.get(
+    "/sessions/{session_id}/timeline", tags=["sessions"], summary="An agent session's timeline"
+)
+async def get_session_timeline(
+    session_id: ObjectId, svc: Svc, ctx: RequestContext = require(Permission.SESSIONS_READ)
+) -> timeline.Timeline:
+    """Everything the session did, in order: its LLM calls (tokens, cost, model, latency), its
+    policy checks and their decisions, approvals, MCP calls, secret leases and taint flags,
+    with totals. A member reads their own sessions' only."""
+    await svc.usage_settled()
+    return await timeline.session_timeline(svc.store, ctx, session_id)
 
 
 @router.post("/sessions/{session_id}/end", tags=["sessions"], summary="End an agent session")

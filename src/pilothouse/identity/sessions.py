@@ -17,7 +17,7 @@ from pilothouse.context import RequestContext
 from pilothouse.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from pilothouse.identity.apikeys import KeyCreated, insert_key, revoke_in
 from pilothouse.identity.labels import LABEL_KEY_RE
-from pilothouse.identity.roles import Permission
+from pilothouse.identity.roles import Permission, Role
 from pilothouse.identity.tables import agent_sessions, api_keys, session_labels
 from pilothouse.identity.teams import get_team
 from pilothouse.identity.tokens import KeyKind
@@ -258,8 +258,10 @@ async def list_sessions(
     limit: int,
     cursor: str | None,
 ) -> Page[SessionView]:
-    """Sessions of the caller's organization, narrowed by ``filters``."""
+    """Sessions of the caller's organization, narrowed by ``filters`` (a member's: their own)."""
     query = _select().where(agent_sessions.c.org_id == ctx.org_id)
+    if own_only(ctx):
+        query = query.where(agent_sessions.c.user_id == ctx.principal.user_id)
     for name in ("status", "team_id", "user_id", "project", "use_case", "repository", "agent_kind"):
         value = getattr(filters, name)
         if value is not None:
@@ -287,9 +289,20 @@ async def list_sessions(
 
 
 async def read_session(store: Store, ctx: RequestContext, session_id: str) -> SessionView:
-    """One session of the caller's organization."""
+    """One session of the caller's organization (a member's own only: another's is
+    NotFound, as if it did not exist)."""
     async with store.read() as conn:
-        return await get_session(conn, ctx.org_id, session_id)
+        found = await get_session(conn, ctx.org_id, session_id)
+    if own_only(ctx) and found.user_id != ctx.principal.user_id:
+        raise NotFound(f"session {session_id} not found")
+    return found
+
+
+def own_only(ctx: RequestContext) -> bool:
+    """Whether the caller sees only their own sessions: a member does (the other roles
+    oversee the organization's agents, and see them all)."""
+    principal = ctx.principal
+    return principal.kind is KeyKind.USER and principal.role is Role.MEMBER
 
 
 def _check_may_change(ctx: RequestContext, row: Any) -> None:

@@ -45,6 +45,9 @@ users = Table(
     Column("role", String(20), nullable=False),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The dashboard's local sign-in: an Argon2id hash (pilothouse.web.passwords); none, no
+    # password sign-in.
+    Column("password_hash", String(200), nullable=True),
     UniqueConstraint("org_id", "email"),
 )
 

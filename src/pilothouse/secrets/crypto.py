@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pilothouse.errors import ConfigError, PilothouseError
 
@@ -87,6 +89,12 @@ class Keyring:
     def ids(self) -> frozenset[str]:
         """The ids of the keys held."""
         return frozenset(self._by_id)
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` derived from the current master key (HKDF-SHA256):
+        the same on every replica that holds it, and no use for anything else."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return hkdf.derive(self.current.key)
 
     def seal(self, value: bytes, context: str) -> Sealed:
         """Encrypt ``value`` for the secret named by ``context`` under a fresh data key."""

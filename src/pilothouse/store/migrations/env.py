@@ -10,7 +10,8 @@ import pilothouse.gateway.tables
 import pilothouse.identity.tables
 import pilothouse.mcp.tables
 import pilothouse.policy.tables
-import pilothouse.secrets.tables  # noqa: F401  (register tables on the metadata)
+import pilothouse.secrets.tables
+import pilothouse.web.tables  # noqa: F401  (register tables on the metadata)
 from pilothouse.store.schema import metadata
 
 connection = context.config.attributes.get("connection")

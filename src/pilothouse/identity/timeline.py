@@ -1,0 +1,208 @@
+"""A session's timeline: every LLM call it made (tokens, cost, model, latency) and every event
+recorded about it (policy checks and their decisions, approvals, MCP calls, secret leases, taint
+flags, its opening and end), in order, with totals.
+
+Read with ``sessions:read``, as the session itself is: a member sees only their own sessions'
+timelines (``sessions.visible``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from pilothouse.audit.tables import audit_events
+from pilothouse.context import RequestContext
+from pilothouse.gateway.tables import usage_records
+from pilothouse.gateway.usage_rows import dollars
+from pilothouse.identity.sessions import SessionView, read_session
+from pilothouse.policy.tables import approvals
+from pilothouse.store.engine import Store
+
+MOST_ITEMS = 2000  # of each kind, the newest; the totals say when there were more
+
+
+class TimelineItem(BaseModel):
+    """One moment of a session."""
+
+    at: datetime
+    kind: str = Field(
+        description="llm (a model call) or the audit action (policy.check, mcp.call, ...)."
+    )
+    summary: str = Field(description="What happened, in a line.")
+    outcome: str = Field(description="ok, or the call's status; an event's outcome.")
+    decision: str | None = Field(None, description="A policy check's: allow, deny or ask.")
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost: str | None = Field(None, description="Dollars, exact.")
+    latency_ms: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class TimelineTotals(BaseModel):
+    """What the session added up to."""
+
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost: str
+    cost_picos: int
+    checks: dict[str, int] = Field(description="Policy checks by decision.")
+    approvals: int
+    mcp_calls: int
+    secret_leases: int
+    tainted: bool
+    truncated: bool = Field(description="More than the newest items of a kind were left out.")
+
+
+class Timeline(BaseModel):
+    """A session, what it did in order, and its totals."""
+
+    session: SessionView
+    items: list[TimelineItem]
+    totals: TimelineTotals
+
+
+async def session_timeline(store: Store, ctx: RequestContext, session_id: str) -> Timeline:
+    """The timeline of one session the caller may read (else NotFound)."""
+    session = await read_session(store, ctx, session_id)
+    u, e = usage_records.c, audit_events.c
+    async with store.read() as conn:
+        calls = (
+            (
+                await conn.execute(
+                    select(usage_records)
+                    .where(u.org_id == ctx.org_id, u.session_id == session_id)
+                    .order_by(u.created_at.desc())
+                    .limit(MOST_ITEMS + 1)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        events = (
+            (
+                await conn.execute(
+                    select(audit_events)
+                    .where(e.org_id == ctx.org_id, e.target_id == session_id)
+                    .order_by(e.seq.desc())
+                    .limit(MOST_ITEMS + 1)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        asked = (
+            (
+                await conn.execute(
+                    select(approvals)
+                    .where(approvals.c.org_id == ctx.org_id, approvals.c.session_id == session_id)
+                    .order_by(approvals.c.created_at.desc())
+                    .limit(MOST_ITEMS + 1)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    truncated = max(len(calls), len(events), len(asked)) > MOST_ITEMS
+    items = [_call_item(row) for row in calls[:MOST_ITEMS]]
+    items += [_event_item(row) for row in events[:MOST_ITEMS]]
+    items += [_approval_item(row) for row in asked[:MOST_ITEMS]]
+    # An approval opens with the check that asked it, at the same instant: after it.
+    items.sort(key=lambda item: (item.at, item.kind == "approval"))
+    return Timeline(session=session, items=items, totals=_totals(items, truncated))
+
+
+def _call_item(row: Any) -> TimelineItem:
+    ended = row["created_at"] if row["created_at"].tzinfo else row["created_at"].replace(tzinfo=UTC)
+    return TimelineItem(
+        at=ended - timedelta(milliseconds=row["latency_ms"] or 0),  # when the call began
+        kind="llm",
+        summary=f"{row['model_alias']} via {row['endpoint']}",
+        outcome=row["status"],
+        model=row["model_alias"],
+        input_tokens=row["input_tokens"] + row["cache_read_tokens"] + row["cache_write_tokens"],
+        output_tokens=row["output_tokens"],
+        cost=dollars(row["cost_picos"]),
+        latency_ms=row["latency_ms"],
+        details={"request_id": row["request_id"], "cost_picos": row["cost_picos"]},
+    )
+
+
+def _event_item(row: Any) -> TimelineItem:
+    details = json.loads(row["details"]) if row["details"] else {}
+    action = row["action"]
+    decision = details.get("decision") if action == "policy.check" else None
+    return TimelineItem(
+        at=datetime.fromtimestamp(row["ts_us"] / 1_000_000, UTC),
+        kind=action,
+        summary=_summary(action, details),
+        outcome=row["outcome"],
+        decision=decision,
+        details=details,
+    )
+
+
+def _approval_item(row: Any) -> TimelineItem:
+    at = row["created_at"]
+    action = json.loads(row["action"]) if row["action"] else {}
+    what = _action_text(row["channel"], action)
+    decided = f", {row['status']} by {row['decided_by']}" if row["decided_by"] else ""
+    return TimelineItem(
+        at=at if at.tzinfo else at.replace(tzinfo=UTC),
+        kind="approval",
+        summary=f"{what}: asked a person ({row['reason']}){decided}",
+        outcome=row["status"],
+        details={"approval_id": row["id"], "rule": row["rule"], "comment": row["comment"]},
+    )
+
+
+def _action_text(channel: str, action: dict[str, Any]) -> str:
+    """What an action was, in a few words: its tool and command, path or URL."""
+    tool = action.get("tool") or channel
+    for key in ("command", "path", "url", "host", "name"):
+        value = action.get(key)
+        if isinstance(value, str) and value:
+            return f"{tool} {value[:120]}"
+    return str(tool)
+
+
+def _summary(action: str, details: dict[str, Any]) -> str:
+    """One line for an event, from what its details hold."""
+    if action == "policy.check":
+        what = _action_text(str(details.get("channel", "?")), details.get("action") or {})
+        rule = details.get("rule")
+        return f"{what}: {details.get('decision', '?')}" + (f" ({rule})" if rule else "")
+    if action.startswith("mcp."):
+        error = details.get("error")
+        return str(details.get("tool", "?")) + (f": {error}" if error else "")
+    if action.startswith("secret."):
+        return f"{action.removeprefix('secret.')} {details.get('name', details.get('secret', ''))}"
+    reason = details.get("reason")
+    return action + (f": {reason}" if isinstance(reason, str) else "")
+
+
+def _totals(items: list[TimelineItem], truncated: bool) -> TimelineTotals:
+    calls = [i for i in items if i.kind == "llm"]
+    picos = sum(int(i.details.get("cost_picos", 0)) for i in calls)
+    checks: dict[str, int] = {}
+    for item in items:
+        if item.kind == "policy.check" and item.decision:
+            checks[item.decision] = checks.get(item.decision, 0) + 1
+    return TimelineTotals(
+        llm_calls=len(calls),
+        input_tokens=sum(i.input_tokens or 0 for i in calls),
+        output_tokens=sum(i.output_tokens or 0 for i in calls),
+        cost=dollars(picos),
+        cost_picos=picos,
+        checks=checks,
+        approvals=sum(1 for i in items if i.kind == "approval"),
+        mcp_calls=sum(1 for i in items if i.kind == "mcp.call"),
+        secret_leases=sum(1 for i in items if i.kind == "secret.leased"),
+        tainted=any(i.kind == "session.tainted" for i in items),
+        truncated=truncated,
+    )
