@@ -96,3 +96,49 @@ async def test_a_key_made_on_the_page_is_shown_once_and_a_revoked_one_is_refused
         assert revoked.status_code == 303
     refused = await client.get("/api/v1/whoami", headers=bearer(token))
     assert refused.status_code == 401
+
+
+async def test_an_admin_adds_people_and_teams_and_an_auditor_only_looks(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    _, admin, _ = await person(api, "admin")
+    async with Browser(client) as browser:
+        await browser.sign_in(admin)
+        added = await browser.post_form(
+            "/people", "/people/users", email="new@example.com", name="New Person", role="member"
+        )
+        assert added.status_code == 303
+        again = await browser.post_form(
+            "/people", "/people/users", email="new@example.com", role="member"
+        )
+        assert again.status_code == 409 and "already exists" in again.text
+        (made,) = [
+            u
+            for u in (await api.ok("GET", "/api/v1/users"))["data"]
+            if u["email"] == "new@example.com"
+        ]
+        promoted = await browser.post_form(
+            "/people", f"/people/users/{made['id']}", role="finance", change="role"
+        )
+        assert promoted.status_code == 303
+        team = await browser.post_form("/people", "/people/teams", name="checkout")
+        assert team.status_code == 303
+        (checkout,) = (await api.ok("GET", "/api/v1/teams"))["data"]
+        joined = await browser.post_form(
+            "/people", f"/people/teams/{checkout['id']}/members", user_id=made["id"]
+        )
+        assert joined.status_code == 303
+        disabled = await browser.post_form(
+            "/people", f"/people/users/{made['id']}", role="finance", change="disable"
+        )
+        assert disabled.status_code == 303
+    after = await api.ok("GET", f"/api/v1/users/{made['id']}")
+    assert after["role"] == "finance" and after["disabled"] is True
+    assert after["team_ids"] == [checkout["id"]]
+    _, auditor, _ = await person(api, "auditor")
+    async with Browser(client) as browser:
+        await browser.sign_in(auditor)
+        shown = await browser.get("/people")
+        assert shown.status_code == 200 and "Add a person" not in shown.text
+        tried = await browser.post_form("/people", "/people/teams", name="sneaky")
+        assert tried.status_code == 403

@@ -65,6 +65,8 @@ NAV: list[tuple[str, str, Permission | None]] = [
     ("/approvals", "Approvals", Permission.APPROVALS_READ),
     ("/policy", "Policy", Permission.POLICY_READ),
     ("/keys", "Keys", Permission.KEYS_OWN),
+    ("/people", "People", Permission.USERS_READ),
+    ("/mcp-servers", "MCP", Permission.MCP_READ),
     ("/audit", "Audit", Permission.AUDIT_READ),
 ]
 

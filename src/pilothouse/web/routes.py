@@ -35,9 +35,12 @@ from pilothouse.errors import (
 from pilothouse.gateway import spend
 from pilothouse.gateway.usage_rows import UsageFilters, dollars, make_filters
 from pilothouse.identity import apikeys, sessions, timeline
-from pilothouse.identity.roles import Permission
+from pilothouse.identity import teams as teams_domain
+from pilothouse.identity import users as users_domain
+from pilothouse.identity.roles import Permission, Role
 from pilothouse.identity.tables import teams, users
 from pilothouse.identity.tokens import KeyKind
+from pilothouse.mcp import routes as mcp_routes
 from pilothouse.policy import simulate as simulation
 from pilothouse.policy import versions
 from pilothouse.policy.approvals import Decide
@@ -823,3 +826,138 @@ async def _budgets_page(who: Page, *, status: int = 200, **values: Any) -> HTMLR
         may_write=who.can(Permission.BUDGETS_WRITE),
         **values,
     )
+
+
+# --- people: users and teams -----------------------------------------------------------------
+
+
+@router.get("/people")
+async def people_page(
+    who: Page = page(Permission.USERS_READ), include_disabled: bool = False
+) -> HTMLResponse:
+    """Users and teams; with users:write and teams:write, add and change them."""
+    return await _people(who, include_disabled=include_disabled)
+
+
+@router.post("/people/users")
+async def create_user_form(request: Request, who: Page = page(Permission.USERS_WRITE)) -> Response:
+    """Add a person with a role (an owner only by an owner, as in the API)."""
+    fields = await posted(request, who)
+    try:
+        body = users_domain.UserCreate.model_validate(
+            {
+                "email": fields.get("email", ""),
+                "name": fields.get("name", ""),
+                "role": fields.get("role", "member"),
+            }
+        )
+    except ValidationError as exc:
+        return await _people(who, status=422, problem=_first_problem(exc))
+    try:
+        await users_domain.create_user(who.services.store, who.ctx, body)
+    except (Conflict, ValidationFailed) as exc:
+        return await _people(who, status=exc.status, problem=exc.message)
+    return RedirectResponse("/people", status_code=303)
+
+
+@router.post("/people/users/{user_id}")
+async def update_user_form(
+    request: Request, user_id: str, who: Page = page(Permission.USERS_WRITE)
+) -> Response:
+    """Change a person's role, or disable or enable them (their keys and sign-ins stop)."""
+    fields = await posted(request, who)
+    try:
+        body = users_domain.UserUpdate.model_validate(
+            {
+                "role": fields.get("role") or None,
+                "disabled": {"disable": True, "enable": False}.get(fields.get("change", "")),
+            }
+        )
+    except ValidationError as exc:
+        return await _people(who, status=422, problem=_first_problem(exc))
+    try:
+        await users_domain.update_user(
+            who.services.store, who.services.invalidations, who.ctx, user_id[:40], body
+        )
+    except Conflict as exc:
+        return await _people(who, status=exc.status, problem=exc.message)
+    return RedirectResponse("/people", status_code=303)
+
+
+@router.post("/people/teams")
+async def create_team_form(request: Request, who: Page = page(Permission.TEAMS_WRITE)) -> Response:
+    """Add a team."""
+    fields = await posted(request, who)
+    try:
+        body = teams_domain.TeamCreate.model_validate(
+            {"name": fields.get("name", ""), "description": fields.get("description", "")}
+        )
+    except ValidationError as exc:
+        return await _people(who, status=422, problem=_first_problem(exc))
+    try:
+        await teams_domain.create_team(who.services.store, who.ctx, body)
+    except Conflict as exc:
+        return await _people(who, status=exc.status, problem=exc.message)
+    return RedirectResponse("/people", status_code=303)
+
+
+@router.post("/people/teams/{team_id}/members")
+async def add_member_form(
+    request: Request, team_id: str, who: Page = page(Permission.TEAMS_WRITE)
+) -> Response:
+    """Add a person to a team."""
+    fields = await posted(request, who)
+    body = teams_domain.MemberAdd.model_validate({"user_id": fields.get("user_id", "")[:40]})
+    await teams_domain.add_team_member(who.services.store, who.ctx, team_id[:40], body)
+    return RedirectResponse("/people", status_code=303)
+
+
+async def _people(
+    who: Page, *, include_disabled: bool = False, status: int = 200, **values: Any
+) -> HTMLResponse:
+    store = who.services.store
+    people = await users_domain.list_users(
+        store, who.ctx, role=None, include_disabled=include_disabled, limit=200, cursor=None
+    )
+    groups = await teams_domain.list_teams(store, who.ctx, limit=200, cursor=None)
+    names = {u.id: u.name or u.email for u in people.data}
+    return who.render(
+        "people.html",
+        status,
+        people=people.data,
+        teams=groups.data,
+        names=names,
+        roles=[r.value for r in Role],
+        include_disabled=include_disabled,
+        may_users=who.can(Permission.USERS_WRITE),
+        may_teams=who.can(Permission.TEAMS_WRITE),
+        **values,
+    )
+
+
+# --- MCP -------------------------------------------------------------------------------------
+
+
+@router.get("/mcp-servers")
+async def mcp_page(who: Page = page(Permission.MCP_READ)) -> HTMLResponse:
+    """MCP upstreams and their state, every tool with its pin, and withheld tools to
+    re-approve (the root organization's security people)."""
+    svc = who.services
+    return who.render(
+        "mcp.html",
+        servers=await mcp_routes.list_servers(svc, who.ctx),
+        tools=await mcp_routes.list_tools(svc, who.ctx),
+        pins=await mcp_routes.list_pins(svc, who.ctx),
+        may_approve=who.can(Permission.MCP_WRITE),
+    )
+
+
+@router.post("/mcp-servers/pins/{server}/{tool}/approve")
+async def approve_pin_form(
+    request: Request, server: str, tool: str, who: Page = page(Permission.MCP_WRITE)
+) -> Response:
+    """Approve the definition reviewed on the page (refused if it changed again since)."""
+    fields = await posted(request, who)
+    reviewed = mcp_routes.Approve.model_validate({"sha256": fields.get("sha256") or None})
+    await mcp_routes.approve_pin(server[:40], tool[:200], reviewed, who.services, who.ctx)
+    return RedirectResponse("/mcp-servers", status_code=303)
