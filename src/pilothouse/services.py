@@ -364,6 +364,13 @@ def _keyring(settings: Settings) -> Keyring:
 def _config_secrets(settings: Settings) -> list[str]:
     """The secret values settings hold, redacted like the store's."""
     vault = settings.vault.token if settings.vault else None
-    held: list[object] = [settings.admin_key, settings.master_key, vault]
+    oidc = settings.oidc.client_secret if settings.oidc else None
+    held: list[object] = [
+        settings.admin_key,
+        settings.admin_password,
+        settings.master_key,
+        vault,
+        oidc,
+    ]
     held += [d.api_key for m in settings.models for d in m.deployments]
     return [v.get_secret_value() for v in held if isinstance(v, SecretStr)]

@@ -52,6 +52,22 @@ rules:
 """
 
 
+QUICK = GatewayConfig(backoff_base_seconds=0.01, backoff_max_seconds=0.05)
+
+
+def upstreams() -> list[McpServerConfig]:
+    """The real time server and the test echo server, over stdio."""
+    python = sys.executable
+    return [
+        McpServerConfig(
+            name="time", transport="stdio", command=python, args=["-m", "mcp_server_time"]
+        ),
+        McpServerConfig(
+            name="echo", transport="stdio", command=python, args=["-m", "tests.mcp.servers", "echo"]
+        ),
+    ]
+
+
 def test_claude_code_lists_and_calls_a_permitted_mcp_tool_and_is_refused_a_forbidden_one(
     tmp_path: Path,
 ) -> None:
@@ -61,25 +77,13 @@ def test_claude_code_lists_and_calls_a_permitted_mcp_tool_and_is_refused_a_forbi
         Turn(tool="mcp__pilothouse__echo__env", arguments={"name": "HOME"}),
         Turn(text=FINAL_TEXT),
     ]
-    servers = [
-        McpServerConfig(
-            name="time", transport="stdio", command=sys.executable, args=["-m", "mcp_server_time"]
-        ),
-        McpServerConfig(
-            name="echo",
-            transport="stdio",
-            command=sys.executable,
-            args=["-m", "tests.mcp.servers", "echo"],
-        ),
-    ]
-    quick = GatewayConfig(backoff_base_seconds=0.01, backoff_max_seconds=0.05)
     with (
         FakeUpstream.threaded(script=script) as up,
         running_server(
             tmp_path / "data",
             models=[serving("claude-*", "anthropic", up, "upstream-claude")],
-            gateway=quick,
-            mcp_servers=servers,
+            gateway=QUICK,
+            mcp_servers=upstreams(),
         ) as server,
     ):
         admin(server, "PUT", "/api/v1/policy", json={"source": POLICY})
@@ -122,25 +126,13 @@ def test_codex_lists_and_calls_a_permitted_mcp_tool_and_is_refused_a_forbidden_o
         Turn(tool="echo__echo", namespace=ours, arguments={"text": "launch codes"}),
         Turn(text=FINAL_TEXT),
     ]
-    servers = [
-        McpServerConfig(
-            name="time", transport="stdio", command=sys.executable, args=["-m", "mcp_server_time"]
-        ),
-        McpServerConfig(
-            name="echo",
-            transport="stdio",
-            command=sys.executable,
-            args=["-m", "tests.mcp.servers", "echo"],
-        ),
-    ]
-    quick = GatewayConfig(backoff_base_seconds=0.01, backoff_max_seconds=0.05)
     with (
         FakeUpstream.threaded(script=script) as up,
         running_server(
             tmp_path / "data",
             models=[serving("gpt-*", "openai", up, "upstream-gpt")],
-            gateway=quick,
-            mcp_servers=servers,
+            gateway=QUICK,
+            mcp_servers=upstreams(),
         ) as server,
     ):
         admin(server, "PUT", "/api/v1/policy", json={"source": POLICY})

@@ -98,7 +98,9 @@ async def test_signing_out_ends_the_session_on_the_server(
         assert again.status_code == 303 and again.headers["location"].startswith("/login")
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:1"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:1"]
+)
 async def test_after_signing_in_a_person_never_lands_on_another_site(
     api: Api, client: httpx.AsyncClient, target: str
 ) -> None:

@@ -143,12 +143,16 @@ async def posted(request: Request, form_page: Page) -> dict[str, str]:
 
 
 def check_origin(request: Request) -> None:
-    """A browser's Origin (or Referer), when it sends one, must be this site."""
+    """A browser's Origin (or Referer), when it sends one, must be this site: the host it
+    asked for, or ``public_url``'s (a proxy in front may pass on another Host)."""
     origin = request.headers.get("origin") or request.headers.get("referer")
-    if origin is None or origin == "null":
+    if origin is None:
         return
-    host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
+    services: Services = request.app.state.services
+    ours = {request.headers.get("host", "")}
+    if services.settings.public_url:
+        ours.add(urlsplit(services.settings.public_url).netloc)
+    if origin == "null" or urlsplit(origin).netloc not in ours:
         raise CsrfFailed("the form was posted from another site")
 
 

@@ -223,7 +223,10 @@ def _login_page(
 def _safe_next(target: str) -> str:
     """Where to go after signing in: a path on this site only (never another site)."""
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    # Browsers read a backslash as a slash: "/\\evil.example" would leave the site.
+    if parts.scheme or parts.netloc or not target.startswith("/") or "\\" in target:
+        return "/"
+    if target.startswith("//") or any(ord(c) < 32 for c in target):
         return "/"
     return target
 
