@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
+from pilothouse.identity import timeline
 from tests.conftest import Api, MutableClock
 from tests.web.browser import Browser, person
 
@@ -227,3 +229,15 @@ async def test_budgets_show_their_burn_and_finance_adds_one_checked_as_the_api_c
             "/budgets", "/budgets", scope_kind="org", window="day", limit_usd="5"
         )
         assert tried.status_code == 403
+
+
+async def test_a_long_timeline_lists_the_newest_items_and_totals_them_all(
+    api: Api, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(timeline, "MOST_ITEMS", 2)
+    session = await api.session()
+    for _ in range(3):
+        await chat(client, session["key"]["token"])
+    line = await api.ok("GET", f"/api/v1/sessions/{session['session']['id']}/timeline")
+    assert [i["kind"] for i in line["items"]].count("llm") == 2
+    assert line["totals"]["llm_calls"] == 3 and line["totals"]["truncated"] is True

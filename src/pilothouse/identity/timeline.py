@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pilothouse.audit.tables import audit_events
 from pilothouse.context import RequestContext
@@ -22,7 +23,7 @@ from pilothouse.identity.sessions import SessionView, read_session
 from pilothouse.policy.tables import approvals
 from pilothouse.store.engine import Store
 
-MOST_ITEMS = 2000  # of each kind, the newest; the totals say when there were more
+MOST_ITEMS = 500  # of each kind, the newest; the totals count them all
 
 
 class TimelineItem(BaseModel):
@@ -56,7 +57,9 @@ class TimelineTotals(BaseModel):
     mcp_calls: int
     secret_leases: int
     tainted: bool
-    truncated: bool = Field(description="More than the newest items of a kind were left out.")
+    truncated: bool = Field(
+        description="Only the newest 500 items of a kind are listed; the totals count all."
+    )
 
 
 class Timeline(BaseModel):
@@ -108,13 +111,14 @@ async def session_timeline(store: Store, ctx: RequestContext, session_id: str) -
             .mappings()
             .all()
         )
-    truncated = max(len(calls), len(events), len(asked)) > MOST_ITEMS
+        totals = await _totals(conn, ctx.org_id, session_id)
+    totals.truncated = max(len(calls), len(events), len(asked)) > MOST_ITEMS
     items = [_call_item(row) for row in calls[:MOST_ITEMS]]
     items += [_event_item(row) for row in events[:MOST_ITEMS]]
     items += [_approval_item(row) for row in asked[:MOST_ITEMS]]
     # An approval opens with the check that asked it, at the same instant: after it.
     items.sort(key=lambda item: (item.at, item.kind == "approval"))
-    return Timeline(session=session, items=items, totals=_totals(items, truncated))
+    return Timeline(session=session, items=items, totals=totals)
 
 
 def _call_item(row: Any) -> TimelineItem:
@@ -186,23 +190,44 @@ def _summary(action: str, details: dict[str, Any]) -> str:
     return action + (f": {reason}" if isinstance(reason, str) else "")
 
 
-def _totals(items: list[TimelineItem], truncated: bool) -> TimelineTotals:
-    calls = [i for i in items if i.kind == "llm"]
-    picos = sum(int(i.details.get("cost_picos", 0)) for i in calls)
-    checks: dict[str, int] = {}
-    for item in items:
-        if item.kind == "policy.check" and item.decision:
-            checks[item.decision] = checks.get(item.decision, 0) + 1
+async def _totals(conn: AsyncConnection, org_id: str, session_id: str) -> TimelineTotals:
+    """The session's totals, summed by the store over every row (not only those shown)."""
+    u, e = usage_records.c, audit_events.c
+    calls = (
+        await conn.execute(
+            select(
+                func.count(),
+                func.coalesce(
+                    func.sum(u.input_tokens + u.cache_read_tokens + u.cache_write_tokens), 0
+                ),
+                func.coalesce(func.sum(u.output_tokens), 0),
+                func.coalesce(func.sum(u.cost_picos), 0),
+            ).where(u.org_id == org_id, u.session_id == session_id)
+        )
+    ).one()
+    counted: dict[tuple[str, str], int] = {}
+    for action, outcome, n in await conn.execute(
+        select(e.action, e.outcome, func.count())
+        .where(e.org_id == org_id, e.target_id == session_id)
+        .group_by(e.action, e.outcome)
+    ):
+        counted[(action, outcome)] = int(n)
+    asked = await conn.scalar(
+        select(func.count()).where(
+            approvals.c.org_id == org_id, approvals.c.session_id == session_id
+        )
+    )
+    picos = int(calls[3])
     return TimelineTotals(
-        llm_calls=len(calls),
-        input_tokens=sum(i.input_tokens or 0 for i in calls),
-        output_tokens=sum(i.output_tokens or 0 for i in calls),
+        llm_calls=int(calls[0]),
+        input_tokens=int(calls[1]),
+        output_tokens=int(calls[2]),
         cost=dollars(picos),
         cost_picos=picos,
-        checks=checks,
-        approvals=sum(1 for i in items if i.kind == "approval"),
-        mcp_calls=sum(1 for i in items if i.kind == "mcp.call"),
-        secret_leases=sum(1 for i in items if i.kind == "secret.leased"),
-        tainted=any(i.kind == "session.tainted" for i in items),
-        truncated=truncated,
+        checks={o: n for (a, o), n in counted.items() if a == "policy.check"},
+        approvals=int(asked or 0),
+        mcp_calls=sum(n for (a, _), n in counted.items() if a == "mcp.call"),
+        secret_leases=sum(n for (a, _), n in counted.items() if a == "secret.leased"),
+        tainted=any(a == "session.tainted" for a, _ in counted),
+        truncated=False,
     )
