@@ -171,12 +171,17 @@ async def fill(services: Any, rows: int, days: int) -> str:
 
 
 async def measure(opts: argparse.Namespace) -> None:
+    """Fill a store in a temporary directory (or the PostgreSQL database) and time the pages."""
+    with tempfile.TemporaryDirectory(prefix="pilothouse-dashboard-bench-") as tmp:
+        await _measure_in(opts, Path(tmp))
+
+
+async def _measure_in(opts: argparse.Namespace, data: Path) -> None:
     from pilothouse.app import build_app
     from pilothouse.services import build_services
     from pilothouse.settings import Settings
     from pilothouse.store import migrate
 
-    data = Path(tempfile.mkdtemp(prefix="pilothouse-dashboard-bench-"))
     settings = Settings(
         data_dir=data,
         database_url=opts.postgres,

@@ -19,6 +19,7 @@ import pytest
 from bench import (
     budgets_bench,
     budgets_instructions,
+    dashboard_bench,
     gateway_report,
     interleave_loadgen,
     ledger_sql_bench,
@@ -270,3 +271,12 @@ def test_the_instruction_bench_reports_each_server_s_median_against_the_one_with
     assert "| budgets | 1,100,000 | +90,000 | 1.089 | +0 |" in table
     assert "| plain | 1,010,000 | +0 | 1.000 | +0 |" in table
     assert "| plain | 1 | 100 | 1,000,000 | 16 | 1.0 |" in table
+
+
+def test_the_dashboard_bench_fills_its_store_and_renders_every_page(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert dashboard_bench.main(["--rows", "300", "--days", "3", "--repeat", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == dashboard_bench.PAGES
+    assert all(row.endswith("| yes |") for row in rows)  # 300 rows: every page is quick
