@@ -190,8 +190,8 @@ class McpGateway:
     ) -> bool:
         """Answer a ``tools/list`` or ``tools/call`` request here, as the SDK's stateless
         transport would, without its per-request task, streams and dispatcher (the calls
-        agents make most: about half of what /mcp costs a call). False for anything else,
-        which the SDK answers."""
+        agents make most: that machinery was about a quarter of /mcp's CPU a call). False
+        for anything else, which the SDK answers."""
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
