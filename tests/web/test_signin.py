@@ -173,3 +173,22 @@ async def test_a_bad_parameter_is_a_page_that_names_it(api: Api, client: httpx.A
         bad = await browser.get("/policy?diff=0")
     assert bad.status_code == 422 and "text/html" in bad.headers["content-type"]
     assert "diff" in bad.text
+
+
+async def test_a_nul_in_an_address_or_a_form_is_refused_and_changes_nothing(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    _, email, _ = await person(api, "security")
+    async with Browser(client) as browser:
+        sneaky = await browser.sign_in(email + "\x00")
+        assert sneaky.status_code == 422 and COOKIE not in browser.http.cookies
+        await browser.sign_in(email)
+        for path in ("/sessions?project=a%00b", "/spend?team_id=x%00", "/audit?action=a%00"):
+            assert (await browser.get(path)).status_code == 400, path
+        policy = await browser.get("/policy")
+        stored = await browser.http.post(
+            "/policy",
+            data={"csrf": csrf_of(policy.text), "source": "default: allow\x00", "intent": "save"},
+        )
+        assert stored.status_code == 422
+    assert (await api.ok("GET", "/api/v1/policy"))["version"] == 0

@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from pilothouse.api.errors import audit_denied
 from pilothouse.context import RequestContext
-from pilothouse.errors import Forbidden, PilothouseError
+from pilothouse.errors import Forbidden, PilothouseError, ValidationFailed
 from pilothouse.identity.roles import Permission
 from pilothouse.services import Services
 from pilothouse.web.auth import COOKIE, CsrfFailed, Signed, WebAuth, same
@@ -135,10 +135,18 @@ async def posted(request: Request, form_page: Page) -> dict[str, str]:
     """The fields of a form posted by ``form_page``'s person, after its CSRF check: the
     session's token in the ``csrf`` field, and (if the browser says) this site as the origin."""
     check_origin(request)
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = await form_fields(request)
     if not same(fields.get("csrf"), form_page.signed.csrf):
         raise CsrfFailed("the form's CSRF token is missing or wrong: reload the page and retry")
+    return fields
+
+
+async def form_fields(request: Request) -> dict[str, str]:
+    """A posted form's text fields; a NUL in any is refused (no store keeps one)."""
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if any("\x00" in v for v in fields.values()):
+        raise ValidationFailed("a form field holds a NUL character")
     return fields
 
 
@@ -189,6 +197,9 @@ class WebRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            if "%00" in request.url.query or "\x00" in request.url.query:
+                message = "the address holds a NUL character"
+                return render(request, "error.html", 400, title=_title(400), message=message)
             try:
                 return await handler(request)
             except SignInNeeded:

@@ -52,6 +52,7 @@ from pilothouse.web.pages import (
     Page,
     WebRoute,
     check_origin,
+    form_fields,
     page,
     posted,
     render,
@@ -80,8 +81,7 @@ async def login_form(request: Request, next: str = "/") -> HTMLResponse:
 async def login(request: Request) -> Response:
     """Sign in with an email and a password; back to the form with the reason if not."""
     check_origin(request)
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = await form_fields(request)
     target = _safe_next(fields.get("next", "/"))
     if not same(fields.get("csrf"), request.cookies.get(LOGIN_CSRF_COOKIE) or "\0"):
         return _login_page(request, target, "The form expired: sign in again.", 403)
