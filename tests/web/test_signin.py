@@ -183,8 +183,15 @@ async def test_a_nul_in_an_address_or_a_form_is_refused_and_changes_nothing(
         sneaky = await browser.sign_in(email + "\x00")
         assert sneaky.status_code == 422 and COOKIE not in browser.http.cookies
         await browser.sign_in(email)
-        for path in ("/sessions?project=a%00b", "/spend?team_id=x%00", "/audit?action=a%00"):
+        for path in (
+            "/sessions?project=a%00b",
+            "/spend?team_id=x%00",
+            "/audit?action=a%00",
+            "/sessions/ses_%00",
+        ):
             assert (await browser.get(path)).status_code == 400, path
+        decided = await browser.post_form("/approvals", "/approvals/apr_%00/approve")
+        assert decided.status_code == 400
         policy = await browser.get("/policy")
         stored = await browser.http.post(
             "/policy",

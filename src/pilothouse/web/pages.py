@@ -197,7 +197,8 @@ class WebRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
-            if "%00" in request.url.query or "\x00" in request.url.query:
+            where = f"{request.scope.get('path', '')}?{request.url.query}"
+            if "\x00" in where or "%00" in where:
                 message = "the address holds a NUL character"
                 return render(request, "error.html", 400, title=_title(400), message=message)
             try:
