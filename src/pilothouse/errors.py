@@ -8,11 +8,16 @@ message that names the problem and, where there is one, the fix::
     ├── BadRequest                  400 bad_request
     │   ├── InvalidJSON             400 invalid_json
     │   ├── ValidationFailed        422 validation_error
+    │   ├── WeakPassword            400 weak_password
     │   └── BodyTooLarge            413 body_too_large
     ├── Unauthenticated             401 missing_credentials
     │   ├── InvalidKey              401 invalid_key
     │   ├── KeyExpired              401 key_expired
-    │   └── KeyRevoked              401 key_revoked
+    │   ├── KeyRevoked              401 key_revoked
+    │   └── SignInRefused           401 sign_in_failed
+    │       └── SsoRefused          401 sso_failed
+    ├── CsrfFailed                  403 csrf_failed
+    ├── TooManyFailures             429 too_many_failures
     ├── Forbidden                   403 forbidden
     │   ├── ScopeDenied             403 scope_denied
     │   └── SecretNotGranted        403 secret_not_granted
@@ -134,6 +139,39 @@ class KeyRevoked(Unauthenticated):
     """The presented key was revoked (or its session ended)."""
 
     code = "key_revoked"
+
+
+class WeakPassword(BadRequest):
+    """A password too short or too long to set."""
+
+    code = "weak_password"
+
+
+class SignInRefused(Unauthenticated):
+    """A dashboard sign-in that signs no one in (a password one never says which part was
+    wrong)."""
+
+    code = "sign_in_failed"
+
+
+class SsoRefused(SignInRefused):
+    """A single sign-on that signs no one in; ``message`` says why."""
+
+    code = "sso_failed"
+
+
+class CsrfFailed(PilothouseError):
+    """A form came without its session's CSRF token, with another, or from another site."""
+
+    status = 403
+    code = "csrf_failed"
+
+
+class TooManyFailures(PilothouseError):
+    """Too many failed sign-ins for this email from this address: wait."""
+
+    status = 429
+    code = "too_many_failures"
 
 
 class Forbidden(PilothouseError):

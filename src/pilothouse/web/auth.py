@@ -32,7 +32,7 @@ from sqlalchemy import and_, insert, select, update
 
 from pilothouse.audit import chain
 from pilothouse.clock import Clock
-from pilothouse.errors import PilothouseError, Unauthenticated
+from pilothouse.errors import SignInRefused, TooManyFailures
 from pilothouse.identity.principal import Principal
 from pilothouse.identity.roles import Role
 from pilothouse.identity.tables import organizations, users
@@ -47,26 +47,6 @@ LOGIN_CSRF_COOKIE = "pilothouse_login"
 TOKEN_BYTES = 32
 FAILURES_ALLOWED = 10
 FAILURE_WINDOW_SECONDS = 15 * 60
-
-
-class CsrfFailed(PilothouseError):
-    """A form came without this session's CSRF token, or with another."""
-
-    status = 403
-    code = "csrf_failed"
-
-
-class SignInRefused(Unauthenticated):
-    """An email and password that do not sign anyone in (never says which was wrong)."""
-
-    code = "sign_in_failed"
-
-
-class TooManyFailures(PilothouseError):
-    """Too many failed sign-ins for this email from this address: wait."""
-
-    status = 429
-    code = "too_many_failures"
 
 
 @dataclass(frozen=True, slots=True)

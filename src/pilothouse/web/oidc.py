@@ -30,7 +30,7 @@ import anyio.to_thread
 import httpx
 import jwt
 
-from pilothouse.errors import Unauthenticated
+from pilothouse.errors import SsoRefused
 from pilothouse.web.config import OidcConfig
 
 FLOW_COOKIE = "pilothouse_oidc"
@@ -38,12 +38,6 @@ FLOW_SECONDS = 600
 LEEWAY_SECONDS = 60
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 DISCOVERY_SECONDS = 3600
-
-
-class SsoRefused(Unauthenticated):
-    """A single sign-on that does not sign anyone in; ``message`` says why."""
-
-    code = "sso_failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from pilothouse.api.errors import audit_denied
 from pilothouse.context import RequestContext
-from pilothouse.errors import Forbidden, PilothouseError, ValidationFailed
+from pilothouse.errors import CsrfFailed, Forbidden, PilothouseError, ValidationFailed
 from pilothouse.identity.roles import Permission
 from pilothouse.services import Services
-from pilothouse.web.auth import COOKIE, CsrfFailed, Signed, WebAuth, same
+from pilothouse.web.auth import COOKIE, Signed, WebAuth, same
 
 templates = Environment(
     loader=PackageLoader("pilothouse.web", "templates"),

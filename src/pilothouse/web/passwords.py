@@ -9,9 +9,10 @@ import anyio.to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pilothouse.context import RequestContext
-from pilothouse.errors import BadRequest, Forbidden
+from pilothouse.errors import Forbidden, WeakPassword
 from pilothouse.identity.bootstrap import OWNER_EMAIL
 from pilothouse.identity.roles import Permission, Role
 from pilothouse.identity.tables import users
@@ -25,12 +26,6 @@ MAX_LENGTH = 1024
 _HASHER = PasswordHasher()  # Argon2id, 64 MiB, 3 passes: about 50 ms here
 # Verified when no such user exists, so an unknown email costs as long as a wrong password.
 _DUMMY = _HASHER.hash("pilothouse: no such user")
-
-
-class WeakPassword(BadRequest):
-    """A password too short or too long to set."""
-
-    code = "weak_password"
 
 
 def checked(password: str) -> str:
@@ -63,19 +58,27 @@ async def verify(stored: str | None, password: str) -> bool:
 async def set_password(
     store: Store, org_id: str, user_id: str, password: str, now: datetime
 ) -> None:
-    """Set ``user_id``'s password (the caller audits it) and end their signed-in sessions."""
+    """Set ``user_id``'s password and end their signed-in sessions (unaudited: first start)."""
     hashed = await hash_password(password)
     async with store.write() as conn:
-        await conn.execute(
-            update(users)
-            .where(users.c.id == user_id, users.c.org_id == org_id)
-            .values(password_hash=hashed)
-        )
-        await conn.execute(
-            update(web_sessions)
-            .where(web_sessions.c.user_id == user_id, web_sessions.c.ended_at.is_(None))
-            .values(ended_at=now)
-        )
+        await _store_hash(conn, org_id, user_id, hashed, now)
+
+
+async def _store_hash(
+    conn: AsyncConnection, org_id: str, user_id: str, hashed: str, now: datetime
+) -> None:
+    """Write a password hash and end the person's signed-in sessions, in ``conn``'s
+    transaction."""
+    await conn.execute(
+        update(users)
+        .where(users.c.id == user_id, users.c.org_id == org_id)
+        .values(password_hash=hashed)
+    )
+    await conn.execute(
+        update(web_sessions)
+        .where(web_sessions.c.user_id == user_id, web_sessions.c.ended_at.is_(None))
+        .values(ended_at=now)
+    )
 
 
 async def set_owner_password(store: Store, root_org_id: str, password: str, now: datetime) -> None:
@@ -105,8 +108,9 @@ async def change_password(store: Store, ctx: RequestContext, user_id: str, passw
             )
         if target.role is Role.OWNER and principal.role is not Role.OWNER:
             raise Forbidden("only an owner may set an owner's password")
-    await set_password(store, ctx.org_id, user_id, password, ctx.clock.now())
-    async with store.write() as conn:
+    hashed = await hash_password(password)
+    async with store.write() as conn:  # the change and its audit event commit together
+        await _store_hash(conn, ctx.org_id, user_id, hashed, ctx.clock.now())
         await ctx.audit(
             conn,
             "user.password_set",

@@ -30,6 +30,9 @@ from pilothouse.errors import (
     NotFound,
     PilothouseError,
     PolicyInvalid,
+    SignInRefused,
+    SsoRefused,
+    TooManyFailures,
     ValidationFailed,
 )
 from pilothouse.gateway import spend
@@ -46,8 +49,8 @@ from pilothouse.policy import versions
 from pilothouse.policy.approvals import Decide
 from pilothouse.policy.document import Verdict, load
 from pilothouse.web import charts
-from pilothouse.web.auth import COOKIE, LOGIN_CSRF_COOKIE, SignInRefused, TooManyFailures, same
-from pilothouse.web.oidc import FLOW_COOKIE, FLOW_SECONDS, Oidc, SsoRefused, flow_cookie, flow_from
+from pilothouse.web.auth import COOKIE, LOGIN_CSRF_COOKIE, same
+from pilothouse.web.oidc import FLOW_COOKIE, FLOW_SECONDS, Oidc, flow_cookie, flow_from
 from pilothouse.web.pages import (
     Page,
     WebRoute,
@@ -151,7 +154,7 @@ async def oidc_callback(
         who = await oidc.finish(code, _callback_uri(request), flow)
         config = oidc.config
         user_id = await auth.sso_user(config.organization, who.email, who.name, config.create_role)
-    except (SignInRefused, SsoRefused) as exc:
+    except SignInRefused as exc:  # single sign-on's refusals included
         await auth.audit_refusal("oidc", exc.message, address)
         refused = _login_page(request, "/", exc.message, 401)
         refused.delete_cookie(FLOW_COOKIE, path="/login/oidc")
