@@ -276,7 +276,11 @@ def test_the_instruction_bench_reports_each_server_s_median_against_the_one_with
 def test_the_dashboard_bench_fills_its_store_and_renders_every_page(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert dashboard_bench.main(["--rows", "300", "--days", "3", "--repeat", "1"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    argv = ["--rows", "300", "--days", "3", "--repeat", "1", "--unsummed", "40"]
+    assert dashboard_bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "summing 260 rows into the roll-ups" in out
+    assert "40 left unsummed" in out
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == dashboard_bench.PAGES
     assert all(row.endswith("| yes |") for row in rows)  # 300 rows: every page is quick

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from pilothouse.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
+from pilothouse.gateway import rollups
 from pilothouse.gateway.access import ModelAccess
 from pilothouse.gateway.calls import Gateway
 from pilothouse.gateway.prices import PriceBook
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
+STATISTICS_SECONDS = 3600.0
+"""How often the roll-up pass refreshes SQLite's planner statistics (``rollups``)."""
 
 
 @dataclass
@@ -89,6 +93,7 @@ class Services:
     bootstrap_result: Bootstrap | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _analyzed_at: float | None = None  # when SQLite's planner statistics were last refreshed
 
     async def start(self, *, migrate_store: bool = True) -> None:
         """Migrate, bootstrap, and begin background work."""
@@ -122,6 +127,7 @@ class Services:
             self.ledger.start()
         self.telemetry.start()
         self._every("last-used", self.settings.last_used_flush_seconds, self._flush_last_used)
+        self._every("usage roll-up", self.settings.usage_rollup_seconds, self._roll_up)
         if self.ledger is not None:
             ttl = self.settings.gateway.reservation_ttl_seconds
             self._every("reservation renewal", ttl / 3, self.ledger.keep_alive)
@@ -136,6 +142,15 @@ class Services:
                 self._every(
                     "policy file", self.settings.policy_file_poll_seconds, self._sync_policy_file
                 )
+
+    async def _roll_up(self) -> None:
+        summed = await rollups.roll_up(self.store)
+        if summed:
+            log.debug("summed %d usage rows into the daily roll-ups", summed)
+        moment = time.monotonic()
+        if self._analyzed_at is None or moment - self._analyzed_at >= STATISTICS_SECONDS:
+            await rollups.refresh_statistics(self.store)
+            self._analyzed_at = moment
 
     async def usage_settled(self) -> None:
         """Wait for the usage rows and settlements this replica has queued but not yet

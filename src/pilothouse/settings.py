@@ -72,6 +72,12 @@ class Settings(BaseModel):
     last_used_flush_seconds: float = Field(
         15.0, gt=0, description="How often key last-used times are written to the store."
     )
+    usage_rollup_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How often usage rows are summed into the daily roll-ups that spend reports"
+        " read (reports are exact either way; rows not yet summed are read one by one).",
+    )
     invalidation_reconnect_seconds: float = Field(
         0.5,
         gt=0,

@@ -13,9 +13,11 @@ from pilothouse.store.schema import metadata
 
 AUDIT_TABLES = frozenset({"audit_events", "audit_heads"})
 """Left out of snapshots: refused requests are audited on purpose."""
+BACKGROUND_TABLES = AUDIT_TABLES | {"usage_rollups"}
+"""Left out of snapshots: the audit log, and the roll-ups a background pass writes."""
 
-VOLATILE_COLUMNS = frozenset({("api_keys", "last_used_at")})
-"""Left out of snapshots: written in the background whenever a key is used."""
+VOLATILE_COLUMNS = frozenset({("api_keys", "last_used_at"), ("usage_records", "rolled_up")})
+"""Left out of snapshots: written in the background (a key's last use, the roll-up pass)."""
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
 
@@ -25,7 +27,7 @@ async def store_snapshot(store: Store) -> Snapshot:
     snapshot: Snapshot = {}
     async with store.read() as conn:
         for table in metadata.sorted_tables:
-            if table.name in AUDIT_TABLES:
+            if table.name in BACKGROUND_TABLES:
                 continue
             columns = [c for c in table.columns if (table.name, c.name) not in VOLATILE_COLUMNS]
             rows = (await conn.execute(select(*columns))).all()

@@ -23,7 +23,7 @@ from pilothouse.budgets.tables import budget_counters, budgets
 from pilothouse.budgets.views import BudgetCreate, BudgetUpdate, BudgetView, DowngradeRule, view_of
 from pilothouse.context import RequestContext
 from pilothouse.errors import BadRequest, Conflict, NotFound
-from pilothouse.gateway.spend import COST_SPLIT
+from pilothouse.gateway.rollups import COST_SPLIT
 from pilothouse.gateway.tables import usage_records
 from pilothouse.gateway.usage_rows import UsageFilters, conditions, dollars
 from pilothouse.identity.tables import agent_sessions, teams, users

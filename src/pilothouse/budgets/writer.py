@@ -81,7 +81,7 @@ from pilothouse.budgets.reserve import (
     summed,
 )
 from pilothouse.budgets.tables import budget_reservations
-from pilothouse.gateway.tables import usage_records
+from pilothouse.gateway.tables import UNSUMMED, usage_records
 from pilothouse.store.bulk import OwnWriter, RowInsert, numbered
 from pilothouse.store.engine import Store
 from pilothouse.store.group import GroupCommit
@@ -676,7 +676,9 @@ class LedgerWriter(GroupCommit[Item]):
     def __init__(self, store: Store) -> None:
         super().__init__()
         self._dialect = store.dialect
-        self._usage = RowInsert(store, usage_records, key="request_id")
+        # A usage row is written unsummed (``gateway/rollups.py``); on PostgreSQL the rows'
+        # JSON has no ``rolled_up`` either, which ``json_populate_recordset`` makes NULL.
+        self._usage = RowInsert(store, usage_records, key="request_id", omit=UNSUMMED)
         # Without ON CONFLICT, as on PostgreSQL (see OPTIMISTIC_POSTGRES).
         self._held = RowInsert(store, budget_reservations, key=None)
         # Reservation rows are made as tuples in the table's column order and bound as they

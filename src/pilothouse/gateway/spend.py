@@ -18,6 +18,10 @@ How the sums are computed, and why this way:
   skills counts under both, so group sums may exceed the totals; the totals count each call once.
 - Time buckets are UTC on both engines: PostgreSQL truncates ``created_at AT TIME ZONE 'UTC'``;
   SQLite stores UTC text, which ``strftime`` cuts. Weeks start on Monday (ISO 8601).
+- Whole days are read from the roll-ups (``gateway/rollups.py``: each day's rows summed by
+  attribution), with the rows not yet summed and the rows of the partial days at the window's
+  ends, all in one ``UNION ALL`` (one statement, so one snapshot: a roll-up pass committing
+  meanwhile cannot count a row twice or not at all). Reports by session or by hour read rows.
 - Money is exact: cost is summed as integers. SQLite's 64-bit ``sum`` would overflow past
   $9.2 million of pico-dollars in one group, so cost is summed in two parts (whole micro-dollars
   and the pico-dollars beyond them) that Python, with unbounded integers, puts back together.
@@ -29,19 +33,21 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, Table, func, literal, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilothouse.context import RequestContext
-from pilothouse.gateway.tables import usage_records
+from pilothouse.gateway.rollups import COST_SPLIT, day_of
+from pilothouse.gateway.tables import usage_records, usage_rollups
 from pilothouse.gateway.usage_rows import (
     Tokens,
     UsageFilters,
+    attribution_conditions,
     conditions,
     dollars,
     invalid,
@@ -51,10 +57,9 @@ from pilothouse.identity.labels import LABEL_KEY_RE
 from pilothouse.store.engine import Store
 
 MAX_GROUP_BY = 4
-COST_SPLIT = 1_000_000
-"""Cost is summed as ``cost // COST_SPLIT`` and ``cost % COST_SPLIT`` (see the module doc)."""
 
 u = usage_records.c
+r = usage_rollups.c
 
 
 class Interval(StrEnum):
@@ -100,13 +105,18 @@ class GroupKey:
         """Whether a call may fall under several values of this key (skill, plugin)."""
         return self.name in GROUP_ARRAYS
 
-    def expression(self, dialect: str) -> ColumnElement[Any]:
-        """What the database groups by for this key."""
+    @property
+    def summed(self) -> bool:
+        """Whether roll-ups keep this key (all but the session)."""
+        return self.name != "session"
+
+    def expression(self, dialect: str, table: Table = usage_records) -> ColumnElement[Any]:
+        """What the database groups by for this key, in ``table`` (usage rows or roll-ups)."""
         if self.label is not None:
-            return label_value(dialect, self.label)
+            return label_value(dialect, self.label, table)
         if self.is_array:
-            return GROUP_ARRAYS[self.name]
-        return GROUP_COLUMNS[self.name]
+            return table.c[GROUP_ARRAYS[self.name].name]
+        return table.c[GROUP_COLUMNS[self.name].name]
 
 
 def parse_group_by(raw: str | None) -> list[GroupKey]:
@@ -139,13 +149,14 @@ _SQLITE_BUCKETS = {
 _BUCKET_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def _bucket(dialect: str, interval: Interval) -> ColumnElement[Any]:
-    """The bucket's UTC start as ``YYYY-MM-DD HH:MM:SS`` text, the same on both engines."""
+def _bucket(dialect: str, interval: Interval, moment: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The UTC start of the bucket ``moment`` is in, as ``YYYY-MM-DD HH:MM:SS`` text, the same
+    on both engines."""
     if dialect == "postgresql":
-        utc = func.timezone("UTC", u.created_at)
+        utc = func.timezone("UTC", moment)
         return func.to_char(func.date_trunc(interval.value, utc), "YYYY-MM-DD HH24:MI:SS")
     fmt, *modifiers = _SQLITE_BUCKETS[interval]
-    return func.strftime(fmt, u.created_at, *modifiers)
+    return func.strftime(fmt, moment, *modifiers)
 
 
 class SpendSums(BaseModel):
@@ -225,30 +236,118 @@ class _Sums:
 _COUNTERS = ("input", "output", "cache_read", "cache_write", "reasoning")
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a report's rows come from: usage rows only, or the roll-ups of the whole days in
+    ``[first, end)`` (None: unbounded) with the unsummed rows of those days and the rows of the
+    partial days around them."""
+
+    summed: bool
+    first: datetime | None = None
+    end: datetime | None = None
+
+
+def _plan(filters: UsageFilters, keys: Sequence[GroupKey], interval: Interval | None) -> _Plan:
+    """Roll-ups serve a report unless it is by session or by hour, or spans no whole day."""
+    if interval is Interval.HOUR or "session_id" in filters.equal:
+        return _Plan(summed=False)
+    if not all(key.summed for key in keys):
+        return _Plan(summed=False)
+    first = None
+    if filters.since is not None:
+        first = day_of(filters.since)
+        if first < filters.since:
+            first += timedelta(days=1)
+    end = None if filters.until is None else day_of(filters.until)
+    if first is not None and end is not None and end <= first:
+        return _Plan(summed=False)
+    return _Plan(summed=True, first=first, end=end)
+
+
+def _rows(
+    ctx: RequestContext,
+    dialect: str,
+    filters: UsageFilters,
+    keys: Sequence[GroupKey],
+    interval: Interval | None,
+    *where: Any,
+) -> Any:
+    """Usage rows matching ``filters`` and ``where``, projected to a report's columns."""
+    projected = [key.expression(dialect).label(f"k{i}") for i, key in enumerate(keys)]
+    if interval is not None:
+        projected.append(_bucket(dialect, interval, u.created_at).label("bucket"))
+    return select(
+        *projected,
+        literal(1, BigInteger).label("calls"),
+        *(u[f"{name}_tokens"].label(name) for name in _COUNTERS),
+        (u.cost_picos // COST_SPLIT).label("cost_hi"),
+        (u.cost_picos % COST_SPLIT).label("cost_lo"),
+    ).where(*conditions(ctx, dialect, filters), *where)
+
+
+def _rollups(
+    ctx: RequestContext,
+    dialect: str,
+    filters: UsageFilters,
+    keys: Sequence[GroupKey],
+    interval: Interval | None,
+    plan: _Plan,
+) -> Any:
+    """The roll-ups of the plan's whole days matching ``filters``, projected likewise."""
+    projected = [
+        key.expression(dialect, usage_rollups).label(f"k{i}") for i, key in enumerate(keys)
+    ]
+    if interval is not None:
+        projected.append(_bucket(dialect, interval, r.day).label("bucket"))
+    where = [r.org_id == ctx.org_id, *attribution_conditions(dialect, filters, usage_rollups)]
+    if plan.first is not None:
+        where.append(r.day >= plan.first)
+    if plan.end is not None:
+        where.append(r.day < plan.end)
+    return select(
+        *projected,
+        r.calls.label("calls"),
+        *(r[f"{name}_tokens"].label(name) for name in _COUNTERS),
+        r.cost_micros.label("cost_hi"),
+        r.cost_picos_rest.label("cost_lo"),
+    ).where(*where)
+
+
 def _spend_query(
     ctx: RequestContext,
     dialect: str,
     filters: UsageFilters,
     keys: Sequence[GroupKey],
     interval: Interval | None,
+    *,
+    summed: bool,
 ) -> Any:
-    projected = [key.expression(dialect).label(f"k{i}") for i, key in enumerate(keys)]
-    if interval is not None:
-        projected.append(_bucket(dialect, interval).label("bucket"))
-    inner = (
-        select(
-            *projected,
-            *(u[f"{name}_tokens"].label(name) for name in _COUNTERS),
-            (u.cost_picos // COST_SPLIT).label("cost_hi"),
-            (u.cost_picos % COST_SPLIT).label("cost_lo"),
-        )
-        .where(*conditions(ctx, dialect, filters))
-        .subquery()
-    )
-    grouped = [inner.c[c.name] for c in projected]
+    plan = _plan(filters, keys, interval) if summed else _Plan(summed=False)
+    parts: list[Any]
+    if not plan.summed:
+        parts = [_rows(ctx, dialect, filters, keys, interval)]
+    else:
+        # The whole days: their roll-ups and their unsummed rows. Then the partial days.
+        unsummed: list[ColumnElement[bool]] = [u.rolled_up.is_(None)]
+        if plan.first is not None:
+            unsummed.append(u.created_at >= plan.first)
+        if plan.end is not None:
+            unsummed.append(u.created_at < plan.end)
+        parts = [
+            _rollups(ctx, dialect, filters, keys, interval, plan),
+            _rows(ctx, dialect, filters, keys, interval, *unsummed),
+        ]
+        if plan.first is not None and filters.since is not None and filters.since < plan.first:
+            parts.append(_rows(ctx, dialect, filters, keys, interval, u.created_at < plan.first))
+        if plan.end is not None and filters.until is not None and plan.end < filters.until:
+            parts.append(_rows(ctx, dialect, filters, keys, interval, u.created_at >= plan.end))
+    source: Any = parts[0] if len(parts) == 1 else union_all(*parts)
+    inner = source.subquery()
+    names = [f"k{i}" for i in range(len(keys))] + (["bucket"] if interval is not None else [])
+    grouped = [inner.c[name] for name in names]
     return select(
         *grouped,
-        func.count().label("calls"),
+        func.sum(inner.c.calls).label("calls"),
         *(func.sum(inner.c[name]).label(name) for name in _COUNTERS),
         func.sum(inner.c.cost_hi).label("cost_hi"),
         func.sum(inner.c.cost_lo).label("cost_lo"),
@@ -258,7 +357,7 @@ def _spend_query(
 def _sums_of(row: Any) -> _Sums:
     # PostgreSQL sums bigints as numeric (Decimal); int() of a whole Decimal is exact.
     return _Sums(
-        calls=int(row["calls"]),
+        calls=int(row["calls"] or 0),
         **{name: int(row[name] or 0) for name in _COUNTERS},
         cost=int(row["cost_hi"] or 0) * COST_SPLIT + int(row["cost_lo"] or 0),
     )
@@ -300,9 +399,11 @@ async def spend_report(
     interval: Interval | None,
     *,
     limit: int,
+    summed: bool = True,
 ) -> SpendReport:
-    """Calls, tokens and cost of the caller's organization, grouped by ``keys`` and ``interval``."""
-    query = _spend_query(ctx, store.dialect, filters, keys, interval)
+    """Calls, tokens and cost of the caller's organization, grouped by ``keys`` and ``interval``;
+    from the roll-ups where they serve (``summed``; the same sums, read from fewer rows)."""
+    query = _spend_query(ctx, store.dialect, filters, keys, interval, summed=summed)
     async with store.read() as conn:
         rows = (await conn.execute(query)).mappings().all()
     totals = _Sums()

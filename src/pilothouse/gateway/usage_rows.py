@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import String, Table, and_, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -137,11 +137,13 @@ def make_filters(
     return UsageFilters(since, until, given, parse_labels(labels))
 
 
-def label_value(dialect: str, name: str) -> ColumnElement[Any]:
-    """The value of label ``name`` of a row (NULL where it has none), in the engine's JSON SQL."""
+def label_value(dialect: str, name: str, table: Table = usage_records) -> ColumnElement[Any]:
+    """The value of label ``name`` of a row of ``table`` (NULL where it has none), in the
+    engine's JSON SQL."""
+    labels = table.c.labels
     if dialect == "postgresql":
-        return cast(u.labels, JSONB).op("->>", return_type=String)(name)
-    return func.json_extract(u.labels, f'$."{name}"', type_=String)
+        return cast(labels, JSONB).op("->>", return_type=String)(name)
+    return func.json_extract(labels, f'$."{name}"', type_=String)
 
 
 def conditions(ctx: RequestContext, dialect: str, filters: UsageFilters) -> list[Any]:
@@ -151,9 +153,13 @@ def conditions(ctx: RequestContext, dialect: str, filters: UsageFilters) -> list
         where.append(u.created_at >= filters.since)
     if filters.until is not None:
         where.append(u.created_at < filters.until)
-    where += [FILTER_COLUMNS[name] == value for name, value in filters.equal.items()]
-    where += [label_value(dialect, k) == v for k, v in filters.labels]
-    return where
+    return where + attribution_conditions(dialect, filters, usage_records)
+
+
+def attribution_conditions(dialect: str, filters: UsageFilters, table: Table) -> list[Any]:
+    """The column and label filters, on ``table`` (usage rows, or roll-ups: the same names)."""
+    where = [table.c[FILTER_COLUMNS[name].name] == value for name, value in filters.equal.items()]
+    return where + [label_value(dialect, k, table) == v for k, v in filters.labels]
 
 
 # --- usage rows -----------------------------------------------------------------------------

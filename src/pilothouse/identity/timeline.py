@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pilothouse.audit.tables import audit_events
 from pilothouse.context import RequestContext
+from pilothouse.gateway.rollups import COST_SPLIT
 from pilothouse.gateway.tables import usage_records
 from pilothouse.gateway.usage_rows import dollars
 from pilothouse.identity.sessions import SessionView, read_session
@@ -201,7 +202,9 @@ async def _totals(conn: AsyncConnection, org_id: str, session_id: str) -> Timeli
                     func.sum(u.input_tokens + u.cache_read_tokens + u.cache_write_tokens), 0
                 ),
                 func.coalesce(func.sum(u.output_tokens), 0),
-                func.coalesce(func.sum(u.cost_picos), 0),
+                # In two parts, as spend reports sum it: SQLite's sum is 64-bit.
+                func.coalesce(func.sum(u.cost_picos // COST_SPLIT), 0),
+                func.coalesce(func.sum(u.cost_picos % COST_SPLIT), 0),
             ).where(u.org_id == org_id, u.session_id == session_id)
         )
     ).one()
@@ -217,7 +220,7 @@ async def _totals(conn: AsyncConnection, org_id: str, session_id: str) -> Timeli
             approvals.c.org_id == org_id, approvals.c.session_id == session_id
         )
     )
-    picos = int(calls[3])
+    picos = int(calls[3]) * COST_SPLIT + int(calls[4])
     return TimelineTotals(
         llm_calls=int(calls[0]),
         input_tokens=int(calls[1]),

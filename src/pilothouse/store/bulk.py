@@ -296,13 +296,18 @@ class RowInsert:
     the columns' own bind processors for the dialect, so what is stored is byte for byte what
     SQLAlchemy would store)."""
 
-    def __init__(self, store: Store, table: Table, key: str | None) -> None:
+    def __init__(
+        self, store: Store, table: Table, key: str | None, omit: frozenset[str] = frozenset()
+    ) -> None:
         dialect = store.engine.dialect
         # The type as the dialect runs it (``dialect_impl``): a TypeDecorator's own processor
         # is built on its generic impl, which on SQLite hands sqlite3 a datetime to adapt itself
-        # (deprecated in Python 3.12, and not the text SQLAlchemy stores).
+        # (deprecated in Python 3.12, and not the text SQLAlchemy stores). Columns in ``omit``
+        # are not written (the database's NULL or default stands).
         self._columns: list[tuple[str, Callable[[Any], Any] | None]] = [
-            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in table.columns
+            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect))
+            for c in table.columns
+            if c.name not in omit
         ]
         names = ", ".join(name for name, _ in self._columns)
         marks = ", ".join("?" for _ in self._columns)
