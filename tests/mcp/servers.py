@@ -120,7 +120,8 @@ def main(argv: list[str]) -> None:
 
 
 def build_http_server() -> MCPServer:
-    """An MCP server with ``whoami()`` (the request's headers) and ``echo(text)``."""
+    """An MCP server with ``whoami()`` (the request's headers), ``echo(text)`` and
+    ``größe(text)``."""
     server: MCPServer = MCPServer("pilothouse-test-http", log_level="WARNING")
 
     @server.tool()
@@ -132,6 +133,11 @@ def build_http_server() -> MCPServer:
     def echo(text: str) -> str:
         """Answer the text."""
         return text
+
+    @server.tool(name="größe")
+    def size(text: str) -> int:
+        """How many characters the text has (a name no HTTP header can carry as it is)."""
+        return len(text)
 
     return server
 

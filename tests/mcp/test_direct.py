@@ -98,6 +98,29 @@ async def test_each_post_carries_what_was_negotiated_and_the_configured_headers(
         assert negotiated.envelope is not None
 
 
+async def test_a_tool_name_no_header_can_carry_is_called_as_the_session_calls_it(
+    upstream: Upstream,
+) -> None:
+    """The revision after 2025 names the tool in a header, which is ASCII: such a call is left
+    to the SDK's session, whatever it answers (it was written as Latin-1, or failed to encode);
+    under the handshake the name is only in the body, and the call is posted."""
+    direct = direct_of(upstream)
+    handshake = direct.negotiated.version in HANDSHAKE_PROTOCOL_VERSIONS  # no name header
+    assert direct.ready_for("größe") is handshake
+    outcomes = []
+    for call in (
+        upstream.call_tool("größe", {"text": "Fuß"}),
+        by_session(upstream, "größe", {"text": "Fuß"}),
+    ):
+        try:
+            result = await call
+        except UpstreamError as exc:
+            outcomes.append((exc.kind, str(exc)))
+        else:
+            outcomes.append(("result", result.model_dump()))
+    assert outcomes[0] == outcomes[1]
+
+
 async def test_a_header_value_that_would_break_the_request_leaves_calls_to_the_session() -> None:
     with http_server("http") as url:
         config = McpServerConfig(

@@ -119,7 +119,10 @@ class DirectPost:
         return self.usable and negotiated.envelope is not None
 
     def ready_for(self, name: str) -> bool:
-        """``ready``, for a request that names ``name`` (a header, after 2025)."""
+        """``ready``, for a request that names ``name``: after 2025 in a header, which is
+        ASCII (a name beyond it is left to the SDK's session, as the header values are)."""
+        if self.negotiated.version in HANDSHAKE_PROTOCOL_VERSIONS:
+            return self.usable
         return self.ready and _plain(name)
 
     async def request(self, method: str, params: dict[str, Any], timeouts: Timeouts) -> Any:
@@ -152,7 +155,9 @@ class DirectPost:
 
 
 def _plain(text: str) -> bool:
-    return text.isprintable() and "\r" not in text and "\n" not in text
+    """Whether ``text`` goes into a request's head as it is: printable ASCII (what the SDK's
+    client encodes a header in)."""
+    return text.isascii() and text.isprintable()
 
 
 async def _read(reply: Reply) -> bytes:
