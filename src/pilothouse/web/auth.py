@@ -14,16 +14,18 @@
 - A session ends at sign-out, at its expiry (``web_session_hours``), or when the person is
   disabled or their role changes (read again on every request: never stale).
 - Repeated failed sign-ins for one email from one address are refused for a while (10 in 15
-  minutes), each audited as ``auth.failed``.
+  minutes, none counted from before that address's last sign-in as that person), each audited
+  as ``auth.failed``. They are counted from the audit log, so every replica counts the same
+  failures (guesses spread over replicas are not multiplied by them); sign-ins racing each
+  other may each pass before the others' failures are written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
-import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,7 +33,8 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 
 from pilothouse.audit import chain
-from pilothouse.clock import Clock
+from pilothouse.audit.tables import audit_events
+from pilothouse.clock import Clock, to_micros
 from pilothouse.errors import SignInRefused, TooManyFailures
 from pilothouse.identity.principal import Principal
 from pilothouse.identity.roles import Role
@@ -77,7 +80,6 @@ class WebAuth:
         self._store = store
         self._clock = clock
         self._lifetime = timedelta(hours=session_hours)
-        self._failures: dict[tuple[str, str], deque[float]] = {}
 
     async def sign_in(
         self, email: str, password: str, organization: str | None, address: str
@@ -85,9 +87,8 @@ class WebAuth:
         """The new session's cookie token and who it signs in, for a right email and
         password; raises SignInRefused (audited) or TooManyFailures."""
         email = email.strip().lower()
-        key = (address, email)
-        self._refuse_if_throttled(key)
         candidates = await self._with_password(email, organization)
+        await self._refuse_if_throttled(candidates, address)
         found = None
         for row in candidates or [None]:
             ok = await passwords.verify(row["password_hash"] if row else None, password)
@@ -95,10 +96,8 @@ class WebAuth:
                 found = row
                 break
         if found is None:
-            self._failed(key)
             await self._audit_failure(candidates, email, address)
             raise SignInRefused("the email or the password is wrong")
-        self._failures.pop(key, None)
         return await self.open_session(found["id"], "password", address)
 
     async def open_session(self, user_id: str, method: str, address: str) -> tuple[str, Signed]:
@@ -265,40 +264,56 @@ class WebAuth:
         async with self._store.read() as conn:
             return list((await conn.execute(query)).mappings().all())
 
-    def _refuse_if_throttled(self, key: tuple[str, str]) -> None:
-        recent = self._failures.get(key)
-        if recent is None:
+    async def _refuse_if_throttled(self, candidates: list[Any], address: str) -> None:
+        """Raise TooManyFailures if ``address`` failed to sign in as these people
+        ``FAILURES_ALLOWED`` times within the window since it last signed in as them, as the
+        audit log records (an email no one has a password under has nothing to guess)."""
+        if not candidates:
             return
-        horizon = time.monotonic() - FAILURE_WINDOW_SECONDS
-        while recent and recent[0] < horizon:
-            recent.popleft()
-        if len(recent) >= FAILURES_ALLOWED:
-            wait = int(recent[0] - horizon) + 1
+        e = audit_events.c
+        horizon = to_micros(self._clock.now()) - FAILURE_WINDOW_SECONDS * 1_000_000
+        query = (
+            select(e.ts_us, e.action, e.details)
+            .where(
+                e.org_id.in_({row["org_id"] for row in candidates}),
+                e.target_id.in_([row["id"] for row in candidates]),
+                e.action.in_(("auth.failed", "auth.signed_in")),
+                e.ts_us >= horizon,
+            )
+            .order_by(e.ts_us)
+        )
+        failed: list[int] = []
+        async with self._store.read() as conn:
+            for ts_us, action, details in await conn.execute(query):
+                if json.loads(details or "{}").get("address") != address:
+                    continue
+                if action == "auth.signed_in":
+                    failed.clear()  # they knew the password: what came before is forgiven
+                else:
+                    failed.append(ts_us)
+        if len(failed) >= FAILURES_ALLOWED:
+            oldest = failed[-FAILURES_ALLOWED]
+            wait = -(-(oldest - horizon) // 1_000_000)  # whole seconds, rounded up
             raise TooManyFailures(
                 f"too many failed sign-ins for this email from this address: try again in {wait} s"
             )
 
-    def _failed(self, key: tuple[str, str]) -> None:
-        self._failures.setdefault(key, deque()).append(time.monotonic())
-        if len(self._failures) > 10_000:  # bounded: the oldest addresses are forgotten
-            self._failures.pop(next(iter(self._failures)))
-
     async def _audit_failure(self, candidates: list[Any], email: str, address: str) -> None:
         if not candidates:
             return  # no such person here: nothing of theirs to record it under
-        org_id = candidates[0]["org_id"]
         async with self._store.write() as conn:
-            await chain.append(
-                conn,
-                self._clock,
-                org_id=org_id,
-                actor=chain.Actor("anonymous", None),
-                action="auth.failed",
-                outcome="denied",
-                target_type="user",
-                target_id=candidates[0]["id"],
-                details={"reason": "wrong password", "method": "password", "address": address},
-            )
+            for row in candidates:  # one person per organization: each may count it
+                await chain.append(
+                    conn,
+                    self._clock,
+                    org_id=row["org_id"],
+                    actor=chain.Actor("anonymous", None),
+                    action="auth.failed",
+                    outcome="denied",
+                    target_type="user",
+                    target_id=row["id"],
+                    details={"reason": "wrong password", "method": "password", "address": address},
+                )
 
 
 def _signed(row: Any, session_hash: str, csrf: str) -> Signed:
