@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 10.0
 STATISTICS_SECONDS = 3600.0
 """How often the roll-up pass refreshes SQLite's planner statistics (``rollups``)."""
+WEB_SESSIONS_SECONDS = 3600.0
+"""How often ended and expired dashboard sessions are deleted."""
 
 
 @dataclass
@@ -128,6 +130,8 @@ class Services:
         self.telemetry.start()
         self._every("last-used", self.settings.last_used_flush_seconds, self._flush_last_used)
         self._every("usage roll-up", self.settings.usage_rollup_seconds, self._roll_up)
+        if self.web is not None:
+            self._every("ended web sessions", WEB_SESSIONS_SECONDS, self.web.forget_ended)
         if self.ledger is not None:
             ttl = self.settings.gateway.reservation_ttl_seconds
             self._every("reservation renewal", ttl / 3, self.ledger.keep_alive)

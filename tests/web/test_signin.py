@@ -14,6 +14,7 @@ from pilothouse.identity.tables import users
 from pilothouse.services import Services, build_services
 from pilothouse.settings import Settings
 from pilothouse.web.auth import COOKIE, FAILURES_ALLOWED
+from pilothouse.web.tables import web_sessions
 from tests.conftest import Api, MutableClock
 from tests.web.browser import PASSWORD, Browser, csrf_of, person
 
@@ -180,6 +181,28 @@ async def test_disabling_a_person_or_setting_their_password_ends_their_sessions(
         assert (await browser.get("/audit")).status_code == 200
         await api.ok("PATCH", f"/api/v1/users/{user_id}", json={"disabled": True})
         assert (await browser.get("/audit")).status_code == 303
+
+
+async def test_ended_and_expired_sessions_are_deleted_and_live_ones_kept(
+    api: Api, client: httpx.AsyncClient, services: Services, clock: MutableClock
+) -> None:
+    _, email, _ = await person(api, "auditor")
+    async with Browser(client) as left, Browser(client) as stays, Browser(client) as old:
+        await old.sign_in(email)
+        clock.advance(hours=services.settings.web_session_hours / 2)
+        for browser in (left, stays):
+            await browser.sign_in(email)
+        await left.post_form("/", "/logout")
+        clock.advance(hours=services.settings.web_session_hours / 2)  # ``old`` has expired
+        assert services.web is not None
+        assert await services.web.forget_ended() == 2
+        async with services.store.read() as conn:
+            kept = (await conn.execute(select(web_sessions.c.ended_at))).all()
+        assert kept == [(None,)]
+        assert (await stays.get("/audit")).status_code == 200
+        for browser in (left, old):
+            assert (await browser.get("/audit")).status_code == 303
+        assert await services.web.forget_ended() == 0
 
 
 async def test_passwords_are_set_by_their_owner_or_users_write_and_never_shown(

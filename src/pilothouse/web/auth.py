@@ -12,7 +12,8 @@
 - **Authorization** is the API's: a signed-in person acts as their user, with their role's
   permissions (``Principal`` of kind ``user``), through the same domain functions.
 - A session ends at sign-out, at its expiry (``web_session_hours``), or when the person is
-  disabled or their role changes (read again on every request: never stale).
+  disabled or their role changes (read again on every request: never stale). Ended and
+  expired sessions are deleted hourly (``forget_ended``).
 - Repeated failed sign-ins for one email from one address are refused for a while (10 in 15
   minutes, none counted from before that address's last sign-in as that person), each audited
   as ``auth.failed``. They are counted from the audit log, so every replica counts the same
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 
 from pilothouse.audit import chain
 from pilothouse.audit.tables import audit_events
@@ -238,6 +239,16 @@ class WebAuth:
                 target_id=principal.user_id,
                 details={},
             )
+
+    async def forget_ended(self) -> int:
+        """Delete the sessions that ended or expired (nothing signs in with them again; the
+        audit log keeps each sign-in and sign-out); how many."""
+        w = web_sessions.c
+        ended = delete(web_sessions).where(
+            or_(w.ended_at.is_not(None), w.expires_at <= self._clock.now())
+        )
+        async with self._store.write() as conn:
+            return int((await conn.execute(ended)).rowcount or 0)
 
     def _people(self) -> Any:
         return select(
