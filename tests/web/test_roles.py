@@ -84,6 +84,35 @@ async def test_security_approves_with_a_comment_from_the_queue(
     assert "checked with Ana" in history.text and "Nothing is waiting" in history.text
 
 
+async def test_approving_with_a_rule_lets_the_same_action_through_from_then_on(
+    api: Api, client: httpx.AsyncClient
+) -> None:
+    session = await api.session()
+    token = session["key"]["token"]
+    approval = await waiting_approval(api, token)
+    _, email, _ = await person(api, "security")
+    async with Browser(client) as browser:
+        await browser.sign_in(email)
+        queue = await browser.get("/approvals")
+        assert 'name="add_rule"' in queue.text
+        # With deny it is refused, as the API refuses it, and nothing is decided.
+        refused = await browser.post_form(
+            "/approvals", f"/approvals/{approval['id']}/deny", add_rule="on"
+        )
+        assert refused.status_code == 409 and "add_rule goes with approve only" in refused.text
+        assert (await api.ok("GET", f"/api/v1/approvals/{approval['id']}"))["status"] == "pending"
+        done = await browser.post_form(
+            "/approvals", f"/approvals/{approval['id']}/approve", add_rule="on"
+        )
+        assert done.status_code == 303
+    decided = await api.ok("GET", f"/api/v1/approvals/{approval['id']}")
+    assert decided["status"] == "approved" and decided["added_rule"]
+    body = {"channel": "shell", "action": {"command": "./deploy.sh prod"}}
+    again = await api.ok("POST", "/api/v1/check", token, json=body)
+    assert again["decision"] == "allow"
+    assert again["hits"][0]["excepted"] == decided["added_rule"]
+
+
 async def test_a_member_sees_only_their_own_sessions_on_the_dashboard_and_the_api(
     api: Api, client: httpx.AsyncClient
 ) -> None:

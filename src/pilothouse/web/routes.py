@@ -412,18 +412,21 @@ async def approval_queue(
 async def decide(
     request: Request, approval_id: str, verdict: str, who: Page = page(Permission.APPROVALS_DECIDE)
 ) -> Response:
-    """Approve or deny a waiting action, with a comment."""
+    """Approve or deny a waiting action, with a comment; an approval may also store a policy
+    exception that lets the same action through from then on."""
     fields = await posted(request, who)
     if verdict not in ("approve", "deny"):
         raise NotFound(f"no decision {verdict[:20]!r}: approve or deny")
     checker = who.services.checker
     assert checker is not None
     comment = (fields.get("comment") or "").strip()[:2000] or None
+    # As the API's ``add_rule``: approve only (409 with deny), and policy:write (403 without).
+    add_rule = fields.get("add_rule") == "on"
     await checker.approvals.decide(
         who.ctx,
         approval_id[:40],
         Verdict.ALLOW if verdict == "approve" else Verdict.DENY,
-        Decide(comment=comment),
+        Decide(comment=comment, add_rule=add_rule),
     )
     return RedirectResponse("/approvals", status_code=303)
 
@@ -437,6 +440,7 @@ async def _approvals(who: Page) -> dict[str, Any]:
         "waiting": waiting.data,
         "history": [a for a in history.data if a.status != "pending"],
         "may_decide": who.can(Permission.APPROVALS_DECIDE),
+        "may_add_rule": who.can(Permission.POLICY_WRITE),
     }
 
 
