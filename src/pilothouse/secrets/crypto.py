@@ -93,8 +93,13 @@ class Keyring:
     def derive(self, purpose: str) -> bytes:
         """A 32-byte key for ``purpose`` derived from the current master key (HKDF-SHA256):
         the same on every replica that holds it, and no use for anything else."""
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
-        return hkdf.derive(self.current.key)
+        return _derived(self.current.key, purpose)
+
+    def derive_all(self, purpose: str) -> list[bytes]:
+        """``derive`` from every held key, the current one's first: what checks a value made
+        by a replica whose current key is another (during a rotation)."""
+        others = [k.key for k in self._by_id.values() if k.id != self.current.id]
+        return [_derived(key, purpose) for key in [self.current.key, *others]]
 
     def seal(self, value: bytes, context: str) -> Sealed:
         """Encrypt ``value`` for the secret named by ``context`` under a fresh data key."""
@@ -197,3 +202,8 @@ def parse_keyring(text: str, where: str) -> Keyring:
             )
         keys.append(MasterKey(key_id, key))
     return Keyring(keys)
+
+
+def _derived(master: bytes, purpose: str) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+    return hkdf.derive(master)

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -35,6 +36,8 @@ from pilothouse.web.config import OidcConfig
 
 FLOW_COOKIE = "pilothouse_oidc"
 FLOW_SECONDS = 600
+FLOW_PURPOSE = "pilothouse dashboard oidc flow"
+"""What the flow cookie's key is derived for, from the master keys."""
 LEEWAY_SECONDS = 60
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"]
 DISCOVERY_SECONDS = 3600
@@ -181,12 +184,13 @@ def flow_cookie(flow: Flow, key: bytes) -> str:
     return f"{body}.{mac}"
 
 
-def flow_from(cookie: str | None, key: bytes) -> Flow | None:
-    """The flow a cookie holds, if it is ours, untampered and unexpired."""
+def flow_from(cookie: str | None, keys: Sequence[bytes]) -> Flow | None:
+    """The flow a cookie holds, if it is ours (signed with one of ``keys``), untampered and
+    unexpired."""
     if not cookie or len(cookie) > 2000:
         return None
     body, _, mac = cookie.rpartition(".")
-    if not secrets.compare_digest(mac, _mac(key, body)):
+    if not any(secrets.compare_digest(mac, _mac(key, body)) for key in keys):
         return None
     try:
         state, nonce, verifier, expires, raw_next = body.split(".")

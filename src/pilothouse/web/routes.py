@@ -50,7 +50,14 @@ from pilothouse.policy.approvals import Decide
 from pilothouse.policy.document import Verdict, load
 from pilothouse.web import charts
 from pilothouse.web.auth import COOKIE, LOGIN_CSRF_COOKIE, same
-from pilothouse.web.oidc import FLOW_COOKIE, FLOW_SECONDS, Oidc, flow_cookie, flow_from
+from pilothouse.web.oidc import (
+    FLOW_COOKIE,
+    FLOW_PURPOSE,
+    FLOW_SECONDS,
+    Oidc,
+    flow_cookie,
+    flow_from,
+)
 from pilothouse.web.pages import (
     Page,
     WebRoute,
@@ -124,7 +131,7 @@ async def oidc_start(request: Request, next: str = "/") -> Response:
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         FLOW_COOKIE,
-        flow_cookie(flow, _flow_key(request)),
+        flow_cookie(flow, _flow_keys(request)[0]),
         max_age=FLOW_SECONDS,
         httponly=True,
         samesite="lax",  # the issuer's redirect back is a top-level navigation: Lax sends it
@@ -145,7 +152,7 @@ async def oidc_callback(
     oidc = _oidc(request)
     auth = web_auth(request)
     address = request.client.host if request.client else "?"
-    flow = flow_from(request.cookies.get(FLOW_COOKIE), _flow_key(request))
+    flow = flow_from(request.cookies.get(FLOW_COOKIE), _flow_keys(request))
     try:
         if error:
             raise SsoRefused(f"the issuer refused: {error}")
@@ -180,12 +187,13 @@ def _callback_uri(request: Request) -> str:
     return f"{base}/login/oidc/callback"
 
 
-def _flow_key(request: Request) -> bytes:
-    """The key the flow cookie is signed with: derived from the master key, so the same on
-    every replica."""
+def _flow_keys(request: Request) -> list[bytes]:
+    """The keys of the flow cookie, derived from the master keys, so the same on every replica:
+    it is signed with the current one's and checked with each (a sign-in that began on a
+    replica with another current key, during a rotation, still ends)."""
     book = request.app.state.services.secrets
     assert book is not None
-    return book.keyring.derive("pilothouse dashboard oidc flow")  # type: ignore[no-any-return]
+    return book.keyring.derive_all(FLOW_PURPOSE)  # type: ignore[no-any-return]
 
 
 def _signed_in(request: Request, token: str, target: str) -> Response:
