@@ -191,7 +191,9 @@ class Services:
         await self.store.dispose()
 
     def _every(self, what: str, seconds: float, work: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``work`` every ``seconds`` until ``close``; a store outage is logged, not fatal."""
+        """Run ``work`` every ``seconds`` until ``close``; a store outage is logged, not fatal,
+        and so is any other failure (with its traceback): one bad round does not stop the
+        work for the life of the process."""
 
         async def loop() -> None:
             while True:
@@ -204,6 +206,8 @@ class Services:
                     await work()
                 except StoreUnavailable as exc:
                     log.warning("%s failed: %s", what, exc)
+                except Exception:
+                    log.exception("%s failed; trying again in %s s", what, seconds)
 
         self._tasks.append(asyncio.create_task(loop(), name=what))
 
