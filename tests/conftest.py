@@ -8,6 +8,7 @@ server (``.ci/run`` sets it), otherwise that half is skipped with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -149,6 +150,22 @@ async def services(settings: Settings, clock: MutableClock) -> AsyncIterator[Ser
         yield svc
     finally:
         await svc.close()
+
+
+@contextlib.asynccontextmanager
+async def another_replica(
+    settings: Settings, clock: MutableClock, base_url: str = "http://pilothouse.test"
+) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    """A second replica on the test's store, in process (``settings`` may differ from the
+    first's: another master key, a faster background pass): its Services and a client."""
+    other = build_services(settings, clock)
+    await other.start(migrate_store=False)
+    try:
+        transport = httpx.ASGITransport(app=build_app(settings, services=other))
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield other, client
+    finally:
+        await other.close()
 
 
 @pytest.fixture

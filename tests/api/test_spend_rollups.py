@@ -26,11 +26,11 @@ from pilothouse.gateway.usage_rows import UsageFilters
 from pilothouse.identity.principal import Principal
 from pilothouse.identity.roles import Role
 from pilothouse.identity.tokens import KeyKind
-from pilothouse.services import Services, build_services
+from pilothouse.services import Services
 from pilothouse.settings import Settings
 from pilothouse.store.engine import Store
 from tests.api.test_spend import _row, _spend, fleet, http2, insert_rows  # noqa: F401  (fixtures)
-from tests.conftest import Api, MutableClock
+from tests.conftest import Api, MutableClock, another_replica
 from tests.gateway.conftest import usage_rows
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -267,17 +267,13 @@ async def test_calls_through_the_gateway_are_summed_by_the_background_pass(
     assert {r["rolled_up"] for r in rows} == {None}
     before = await _spend(api, group_by="repo,model")
     fast = settings.model_copy(update={"usage_rollup_seconds": 0.05})
-    replica = build_services(fast, clock)
-    await replica.start(migrate_store=False)
-    try:
+    async with another_replica(fast, clock):
         for _ in range(200):
             if {r["rolled_up"] for r in await usage_rows(services)} == {1}:
                 break
             await asyncio.sleep(0.05)
         else:
             pytest.fail("the background pass did not sum the rows")
-    finally:
-        await replica.close()
     assert await _spend(api, group_by="repo,model") == before
     async with services.store.read() as conn:
         summed = await conn.scalar(select(func.sum(usage_rollups.c.calls)))

@@ -13,15 +13,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from pilothouse.app import build_app
 from pilothouse.identity.roles import Role
 from pilothouse.secrets.crypto import generate
-from pilothouse.services import Services, build_services
+from pilothouse.services import Services
 from pilothouse.settings import Settings
 from pilothouse.web.auth import COOKIE
 from pilothouse.web.config import OidcConfig
 from pilothouse.web.oidc import Oidc
-from tests.conftest import Api, MutableClock
+from tests.conftest import Api, MutableClock, another_replica
 from tests.web.browser import Browser, person
 from tests.web.issuer import CLIENT_ID, CLIENT_SECRET, Issuer, running_issuer
 
@@ -145,22 +144,16 @@ async def test_a_sign_in_begun_before_a_key_rotation_ends_on_a_rotated_replica(
     issuer.email = email
     old = settings.resolved_master_key_file().read_text().strip()
     rotated = settings.model_copy(update={"master_key": SecretStr(f"{generate('k2')},{old}")})
-    other = build_services(rotated, clock)
-    await other.start(migrate_store=False)
-    try:
-        transport = httpx.ASGITransport(app=build_app(rotated, services=other))
-        async with (
-            httpx.AsyncClient(transport=transport, base_url=client.base_url) as second,
-            Browser(client) as began,
-            Browser(second) as ends,
-        ):
-            leaving = await began.http.get("/login/oidc?next=/sessions")
-            async with httpx.AsyncClient() as outside:
-                consent = await outside.get(leaving.headers["location"])
-            back = urlsplit(consent.headers["location"])
-            ends.http.cookies.update(began.http.cookies)
-            done = await ends.http.get(f"{back.path}?{back.query}")
-            assert done.status_code == 303 and done.headers["location"] == "/sessions"
-            assert (await ends.get("/audit")).status_code == 200
-    finally:
-        await other.close()
+    async with (
+        another_replica(rotated, clock) as (_, second),
+        Browser(client) as began,
+        Browser(second) as ends,
+    ):
+        leaving = await began.http.get("/login/oidc?next=/sessions")
+        async with httpx.AsyncClient() as outside:
+            consent = await outside.get(leaving.headers["location"])
+        back = urlsplit(consent.headers["location"])
+        ends.http.cookies.update(began.http.cookies)
+        done = await ends.http.get(f"{back.path}?{back.query}")
+        assert done.status_code == 303 and done.headers["location"] == "/sessions"
+        assert (await ends.get("/audit")).status_code == 200

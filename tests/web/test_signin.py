@@ -9,13 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from pilothouse.app import build_app
 from pilothouse.identity.tables import users
-from pilothouse.services import Services, build_services
+from pilothouse.services import Services
 from pilothouse.settings import Settings
 from pilothouse.web.auth import COOKIE, FAILURES_ALLOWED
 from pilothouse.web.tables import web_sessions
-from tests.conftest import Api, MutableClock
+from tests.conftest import Api, MutableClock, another_replica
 from tests.web.browser import PASSWORD, Browser, csrf_of, person
 
 
@@ -130,27 +129,21 @@ async def test_guesses_spread_over_replicas_are_counted_together_and_age_out(
     """The failures are counted from the audit log: a second replica on the same store refuses
     the eleventh guess too, and both let the person in once the window has passed."""
     _, email, _ = await person(api, "member")
-    other = build_services(settings, clock)
-    await other.start(migrate_store=False)
-    try:
-        transport = httpx.ASGITransport(app=build_app(settings, services=other))
-        async with (
-            httpx.AsyncClient(transport=transport, base_url=client.base_url) as second,
-            Browser(client) as one,
-            Browser(second) as two,
-        ):
-            for i in range(FAILURES_ALLOWED):
-                browser = (one, two)[i % 2]
-                assert (await browser.sign_in(email, "wrong password!!")).status_code == 401
-            for browser in (one, two):
-                blocked = await browser.sign_in(email)
-                assert blocked.status_code == 429 and "try again in 900 s" in blocked.text
-            clock.advance(minutes=10)
-            assert "try again in 300 s" in (await two.sign_in(email)).text
-            clock.advance(minutes=5, seconds=1)
-            assert (await two.sign_in(email)).status_code == 303
-    finally:
-        await other.close()
+    async with (
+        another_replica(settings, clock) as (_, second),
+        Browser(client) as one,
+        Browser(second) as two,
+    ):
+        for i in range(FAILURES_ALLOWED):
+            browser = (one, two)[i % 2]
+            assert (await browser.sign_in(email, "wrong password!!")).status_code == 401
+        for browser in (one, two):
+            blocked = await browser.sign_in(email)
+            assert blocked.status_code == 429 and "try again in 900 s" in blocked.text
+        clock.advance(minutes=10)
+        assert "try again in 300 s" in (await two.sign_in(email)).text
+        clock.advance(minutes=5, seconds=1)
+        assert (await two.sign_in(email)).status_code == 303
 
 
 async def test_signing_in_forgives_the_failures_before_it(
