@@ -46,6 +46,7 @@ PAGES = [
     "/spend",
     "/spend?group_by=model,label:use_case&interval=week",
     "/spend.csv?group_by=team,user&interval=none",
+    "/spend?group_by=model&interval=hour&start={week_ago}&end={today}",
     "/sessions",
     "/sessions/{busiest}",
     "/approvals",
@@ -238,7 +239,8 @@ async def _measure_in(opts: argparse.Namespace, data: Path) -> None:
             print("| page | median ms | slowest ms | within 300 ms |")
             print("|---|---:|---:|---|")
             for path in PAGES:
-                url = path.format(busiest=busiest)
+                today = services.clock.now().date()
+                url = path.format(busiest=busiest, today=today, week_ago=today - timedelta(days=6))
                 times = []
                 for _ in range(opts.repeat):
                     started = time.perf_counter()

@@ -5,12 +5,14 @@ session's timeline puts its LLM calls, checks and approvals in order with totals
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
 from pilothouse.identity import timeline
+from pilothouse.services import Services
 from tests.conftest import Api, MutableClock
 from tests.web.browser import Browser, person
 
@@ -208,6 +210,23 @@ async def test_the_spend_explorer_groups_filters_and_exports_what_the_api_report
     (row,) = [r for r in rows[1:] if ",alpha," in r]
     assert row.split(",")[-1] == mine["cost"] and row.split(",")[3] == "2"
     assert not any(cell.startswith("=") for line in rows for cell in line.split(","))
+
+
+async def test_the_explorer_shows_hours_for_a_week_at_most(
+    api: Api, client: httpx.AsyncClient, services: Services
+) -> None:
+    await chat(client, (await api.session())["key"]["token"])
+    _, email, _ = await person(api, "finance")
+    today = services.clock.now().date()
+    async with Browser(client) as browser:
+        await browser.sign_in(email)
+        week = f"start={today - timedelta(days=6)}&end={today}"
+        shown = await browser.get(f"/spend?group_by=model&interval=hour&{week}")
+        assert shown.status_code == 200 and "demo" in shown.text.split('id="spend-table"')[1]
+        longer = f"start={today - timedelta(days=7)}&end={today}"
+        refused = await browser.get(f"/spend?interval=hour&{longer}")
+        assert refused.status_code == 422 and "hourly buckets cover at most 7 days" in refused.text
+        assert (await browser.get(f"/spend?interval=day&{longer}")).status_code == 200
 
 
 async def test_budgets_show_their_burn_and_finance_adds_one_checked_as_the_api_checks(

@@ -645,6 +645,8 @@ def _first_problem(exc: ValidationError) -> str:
 SPEND_FILTERS = ("team_id", "user_id", "project", "repository", "model", "status", "session_id")
 INTERVALS = {i.value for i in spend.Interval}
 CSV_DANGER = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run as a formula
+HOURLY_DAYS = 7
+"""The longest range the explorer shows by the hour."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -775,6 +777,13 @@ async def _spend_report(who: Page, query: SpendQuery) -> spend.SpendReport:
         raise ValidationFailed("the end date is before the start date")
     if (query.end - query.start).days > 366 * 2:
         raise ValidationFailed("a range of at most two years")
+    if query.interval is spend.Interval.HOUR and (query.end - query.start).days >= HOURLY_DAYS:
+        # Hours are summed from the usage rows (the roll-ups are daily): a week of them is
+        # quick, and 168 bars are as many as a chart can show.
+        raise ValidationFailed(
+            f"hourly buckets cover at most {HOURLY_DAYS} days; choose day, week or month"
+            " for a longer range"
+        )
     keys = spend.parse_group_by(query.group_by)
     await who.services.usage_settled()
     return await spend.spend_report(
