@@ -150,13 +150,20 @@ _BUCKET_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def _bucket(dialect: str, interval: Interval, moment: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The UTC start of the bucket ``moment`` is in, as ``YYYY-MM-DD HH:MM:SS`` text, the same
-    on both engines."""
+    """The UTC start of the bucket ``moment`` is in: on SQLite as ``YYYY-MM-DD HH:MM:SS``
+    text; on PostgreSQL as a timestamp, made that text once per group (``_bucket_text``):
+    ``to_char`` on every row cost a third of an hourly report's time."""
     if dialect == "postgresql":
-        utc = func.timezone("UTC", moment)
-        return func.to_char(func.date_trunc(interval.value, utc), "YYYY-MM-DD HH24:MI:SS")
+        return func.date_trunc(interval.value, func.timezone("UTC", moment))
     fmt, *modifiers = _SQLITE_BUCKETS[interval]
     return func.strftime(fmt, moment, *modifiers)
+
+
+def _bucket_text(dialect: str, bucket: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A grouped bucket as ``YYYY-MM-DD HH:MM:SS`` text, the same on both engines."""
+    if dialect == "postgresql":
+        return func.to_char(bucket, "YYYY-MM-DD HH24:MI:SS")
+    return bucket
 
 
 class SpendSums(BaseModel):
@@ -343,10 +350,13 @@ def _spend_query(
             parts.append(_rows(ctx, dialect, filters, keys, interval, u.created_at >= plan.end))
     source: Any = parts[0] if len(parts) == 1 else union_all(*parts)
     inner = source.subquery()
-    names = [f"k{i}" for i in range(len(keys))] + (["bucket"] if interval is not None else [])
-    grouped = [inner.c[name] for name in names]
+    grouped = [inner.c[f"k{i}"] for i in range(len(keys))]
+    shown: list[ColumnElement[Any]] = list(grouped)
+    if interval is not None:
+        grouped.append(inner.c.bucket)
+        shown.append(_bucket_text(dialect, inner.c.bucket).label("bucket"))
     return select(
-        *grouped,
+        *shown,
         func.sum(inner.c.calls).label("calls"),
         *(func.sum(inner.c[name]).label(name) for name in _COUNTERS),
         func.sum(inner.c.cost_hi).label("cost_hi"),
