@@ -148,7 +148,7 @@ class Services:
                 )
 
     async def _roll_up(self) -> None:
-        summed = await rollups.roll_up(self.store)
+        summed = await rollups.roll_up(self.store, stopping=self._stopping.is_set)
         if summed:
             log.debug("summed %d usage rows into the daily roll-ups", summed)
         moment = time.monotonic()

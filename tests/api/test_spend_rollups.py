@@ -235,6 +235,19 @@ async def test_a_pass_sums_each_row_once_and_late_rows_join_their_day(
     assert all(r["day"] == rollups.day_of(r["day"]) for r in summed)
 
 
+async def test_a_pass_stops_between_batches_when_asked(services: Services) -> None:
+    await insert_rows(services, _random_rows(services.root_org_id, 250, seed=7))
+    asked = 0
+
+    def stopping() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 2  # two batches, then the server is shutting down
+
+    assert await rollups.roll_up(services.store, batch=100, stopping=stopping) == 200
+    assert await rollups.roll_up(services.store, batch=100) == 50  # the rest, next time
+
+
 async def test_passes_side_by_side_sum_every_row_exactly_once(
     settings: Settings, services: Services
 ) -> None:

@@ -31,7 +31,7 @@ took 350 ms with a million rows). PostgreSQL's autovacuum keeps its own statisti
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,14 +110,19 @@ class _Rollup:
     sums: list[int]
 
 
-async def roll_up(store: Store, *, batch: int = BATCH) -> int:
-    """Sum every unsummed usage row into the roll-ups, a batch per transaction; how many."""
+async def roll_up(
+    store: Store, *, batch: int = BATCH, stopping: Callable[[], bool] = lambda: False
+) -> int:
+    """Sum every unsummed usage row into the roll-ups, a batch per transaction, until none is
+    left or ``stopping()`` (asked before each batch: a server shutting down does not wait for
+    a backlog); how many were summed."""
     total = 0
-    while True:
+    while not stopping():
         taken = await _roll_up_batch(store, batch)
         total += taken
         if taken < batch:
-            return total
+            break
+    return total
 
 
 async def _roll_up_batch(store: Store, batch: int) -> int:
