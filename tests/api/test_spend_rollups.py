@@ -19,6 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import delete, func, select
 
+from pilothouse.budgets.model import Window, window_start
 from pilothouse.context import RequestContext
 from pilothouse.gateway import rollups, spend
 from pilothouse.gateway.tables import usage_records, usage_rollups
@@ -230,9 +231,9 @@ async def test_a_pass_sums_each_row_once_and_late_rows_join_their_day(
     for r in summed:
         by_day[r["day"]] = by_day.get(r["day"], 0) + r["calls"]
     for r in [*rows, late]:
-        by_day[rollups.day_of(r["created_at"])] -= 1
+        by_day[window_start(Window.DAY, r["created_at"])] -= 1
     assert set(by_day.values()) == {0}
-    assert all(r["day"] == rollups.day_of(r["day"]) for r in summed)
+    assert all(r["day"] == window_start(Window.DAY, r["day"]) for r in summed)
 
 
 async def test_a_pass_stops_between_batches_when_asked(services: Services) -> None:

@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
+from pilothouse.budgets.model import Window, window_start
 from pilothouse.identity import timeline
 from pilothouse.services import Services
+from tests.api.test_spend import _row, insert_rows
 from tests.conftest import Api, MutableClock
 from tests.web.browser import Browser, person
 
@@ -155,6 +157,29 @@ async def test_finance_sees_spend_but_not_the_audit_log_or_approvals(
         assert 'href="/audit"' not in overview.text and 'href="/approvals"' not in overview.text
         assert (await browser.get("/audit")).status_code == 403
         assert (await browser.get("/approvals")).status_code == 403
+
+
+async def test_the_overview_totals_are_the_apis_for_today_this_week_and_this_month(
+    api: Api, client: httpx.AsyncClient, services: Services
+) -> None:
+    """The three figures are added up from one report by day: each must be what the API sums
+    from that window's start."""
+    now = services.clock.now()
+    placed = [(now, 1), (now - timedelta(days=2), 10), (now - timedelta(days=10), 100)]
+    placed.append((now - timedelta(days=40), 1000))
+    org = services.root_org_id
+    await insert_rows(services, [_row(org, at, cost_picos=d * 10**12) for at, d in placed])
+    _, email, _ = await person(api, "finance")
+    async with Browser(client) as browser:
+        await browser.sign_in(email)
+        overview = (await browser.get("/")).text
+    for name, window in (("today", Window.DAY), ("week", Window.WEEK), ("month", Window.MONTH)):
+        since = window_start(window, now).isoformat()
+        expected = (await api.ok("GET", "/api/v1/spend", params={"since": since}))["totals"]
+        shown = overview.split(f'data-spend="{name}">')[1].split("<")[0]
+        assert shown == f"${int(expected['cost_picos']) / 10**12:,.2f}", name
+        calls = expected["calls"]
+        assert f"{calls:,} call{'' if calls == 1 else 's'}" in overview.split(shown)[1][:200]
 
 
 async def test_a_sessions_timeline_puts_its_calls_checks_and_approvals_in_order(

@@ -33,13 +33,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from pilothouse.budgets.model import Window, window_start
 from pilothouse.gateway.tables import usage_records, usage_rollups
 from pilothouse.store.engine import Store
 
@@ -69,14 +70,11 @@ COUNTERS = (
     "reasoning_tokens",
 )
 SUMS = ("calls", *COUNTERS, "cost_micros", "cost_picos_rest")
+DAY = Window.DAY
+"""A roll-up's period: ``window_start(DAY, moment)`` is the UTC midnight it starts at."""
 
 u = usage_records.c
 r = usage_rollups.c
-
-
-def day_of(moment: datetime) -> datetime:
-    """The start (UTC midnight) of the UTC day ``moment`` is in."""
-    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def attribution_digest(values: Sequence[Any]) -> str:
@@ -144,7 +142,7 @@ async def _roll_up_batch(store: Store, batch: int) -> int:
         counted = len(ATTRIBUTION)
         for row in rows:
             values = tuple(row[3 : 3 + counted])
-            key = (row[1], day_of(row[2]), attribution_digest(values))
+            key = (row[1], window_start(DAY, row[2]), attribution_digest(values))
             rollup = found.get(key)
             if rollup is None:
                 rollup = found[key] = _Rollup(values, [0] * len(SUMS))

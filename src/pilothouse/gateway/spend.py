@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -41,8 +41,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import BigInteger, Table, func, literal, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
+from pilothouse.budgets.model import window_start
 from pilothouse.context import RequestContext
-from pilothouse.gateway.rollups import COST_SPLIT, day_of
+from pilothouse.gateway.rollups import COST_SPLIT, DAY
 from pilothouse.gateway.tables import usage_records, usage_rollups
 from pilothouse.gateway.usage_rows import (
     Tokens,
@@ -174,6 +175,25 @@ class SpendSums(BaseModel):
     cost_picos: int = Field(description="Exact cost in pico-dollars (10**12 per dollar).")
     cost: str = Field(description="The same cost in dollars, as an exact decimal string.")
 
+    @classmethod
+    def of(cls, groups: Iterable[SpendGroup]) -> SpendSums:
+        """The sums of ``groups`` (of a report without array keys: each call in one group)."""
+        total = _Sums()
+        for g in groups:
+            tokens = g.tokens
+            total.add(
+                _Sums(
+                    g.calls,
+                    tokens.input,
+                    tokens.output,
+                    tokens.cache_read,
+                    tokens.cache_write,
+                    tokens.reasoning,
+                    g.cost_picos,
+                )
+            )
+        return cls(**total.fields())
+
 
 class SpendGroup(BaseModel):
     """The sums of one group in one time bucket."""
@@ -262,10 +282,10 @@ def _plan(filters: UsageFilters, keys: Sequence[GroupKey], interval: Interval | 
         return _Plan(summed=False)
     first = None
     if filters.since is not None:
-        first = day_of(filters.since)
+        first = window_start(DAY, filters.since)
         if first < filters.since:
             first += timedelta(days=1)
-    end = None if filters.until is None else day_of(filters.until)
+    end = None if filters.until is None else window_start(DAY, filters.until)
     if first is not None and end is not None and end <= first:
         return _Plan(summed=False)
     return _Plan(summed=True, first=first, end=end)

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from pilothouse import __version__
 from pilothouse.audit import events as audit_events
 from pilothouse.budgets import service as budget_service
+from pilothouse.budgets.model import Window, window_start
 from pilothouse.budgets.views import BudgetCreate
 from pilothouse.context import RequestContext
 from pilothouse.errors import (
@@ -280,19 +281,17 @@ async def overview(request: Request) -> Any:
 
 async def _spend_overview(who: Page, now: datetime) -> dict[str, Any]:
     store = who.services.store
-    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    week = day - timedelta(days=day.weekday())
-    month = day.replace(day=1)
-    totals = {}
-    for name, since in (("today", day), ("week", week), ("month", month)):
-        report = await spend.spend_report(
-            store, who.ctx, UsageFilters(since=since), [], None, limit=1
-        )
-        totals[name] = report.totals
+    day, week, month = (window_start(w, now) for w in (Window.DAY, Window.WEEK, Window.MONTH))
     start = day - timedelta(days=29)
+    # One report by day covers the chart's 30 days and this month: today's, this week's and
+    # this month's totals are its days added up, not three more reports over the same rows.
     daily = await spend.spend_report(
-        store, who.ctx, UsageFilters(since=start), [], spend.Interval.DAY, limit=100
+        store, who.ctx, UsageFilters(since=min(start, month)), [], spend.Interval.DAY, limit=100
     )
+    totals = {
+        name: spend.SpendSums.of(g for g in daily.groups if g.bucket and g.bucket >= since)
+        for name, since in (("today", day), ("week", week), ("month", month))
+    }
     by_day = {g.bucket.date(): g.cost_picos for g in daily.groups if g.bucket is not None}
     points = []
     for i in range(30):
