@@ -74,44 +74,26 @@ class Timeline(BaseModel):
 async def session_timeline(store: Store, ctx: RequestContext, session_id: str) -> Timeline:
     """The timeline of one session the caller may read (else NotFound)."""
     session = await read_session(store, ctx, session_id)
-    u, e = usage_records.c, audit_events.c
+    a = approvals.c
+    newest = [  # of each kind, the newest MOST_ITEMS and one more (to say there are more)
+        (usage_records, usage_records.c.session_id, usage_records.c.created_at),
+        (audit_events, audit_events.c.target_id, audit_events.c.seq),
+        (approvals, a.session_id, a.created_at),
+    ]
     async with store.read() as conn:
-        calls = (
+        calls, events, asked = [
             (
                 await conn.execute(
-                    select(usage_records)
-                    .where(u.org_id == ctx.org_id, u.session_id == session_id)
-                    .order_by(u.created_at.desc())
+                    select(table)
+                    .where(table.c.org_id == ctx.org_id, of_session == session_id)
+                    .order_by(order.desc())
                     .limit(MOST_ITEMS + 1)
                 )
             )
             .mappings()
             .all()
-        )
-        events = (
-            (
-                await conn.execute(
-                    select(audit_events)
-                    .where(e.org_id == ctx.org_id, e.target_id == session_id)
-                    .order_by(e.seq.desc())
-                    .limit(MOST_ITEMS + 1)
-                )
-            )
-            .mappings()
-            .all()
-        )
-        asked = (
-            (
-                await conn.execute(
-                    select(approvals)
-                    .where(approvals.c.org_id == ctx.org_id, approvals.c.session_id == session_id)
-                    .order_by(approvals.c.created_at.desc())
-                    .limit(MOST_ITEMS + 1)
-                )
-            )
-            .mappings()
-            .all()
-        )
+            for table, of_session, order in newest
+        ]
         totals = await _totals(conn, ctx.org_id, session_id)
     totals.truncated = max(len(calls), len(events), len(asked)) > MOST_ITEMS
     items = [_call_item(row) for row in calls[:MOST_ITEMS]]
